@@ -1,0 +1,131 @@
+"""The wire protocol between GIMP's side and the helper: the one definition both ends import.
+
+Standard library only: GIMP's bundled Python imports this module too.
+
+A message is one line of JSON (UTF-8, ending in a newline) followed by exactly
+``header["size"]`` bytes of raw payload (no payload when "size" is absent or 0).
+
+Requests (GIMP side -> helper) and the replies they get:
+
+  {"op": "hello"}
+      -> {"op": "hello", "protocol": 1, "helper": VERSION, "python": "3.x.y",
+          "onnxruntime": VERSION, "providers": [...]}
+  {"op": "models"}
+      -> {"op": "models", "default": NAME, "models": [{"name", "title", "installed"}, ...]}
+  {"op": "load", "model": NAME, "threads": N}          (threads 0: all cores)
+      -> {"op": "loaded", "model": NAME, "provider": "CPUExecutionProvider", "seconds": S}
+  {"op": "process", "width": W, "height": H, "channels": 1|2|3|4,
+   "mask_depth": 1|2, "size": W*H*channels} + 8-bit pixels, rows top to bottom
+      -> {"op": "progress", "stage": STAGE, "fraction": F}   (zero or more)
+      -> {"op": "mask", "width": W, "height": H, "depth": 1|2, "size": W*H*depth}
+         + the mask (0 = background; 16-bit values are little-endian)
+
+Any request may instead be answered with {"op": "error", "error": KIND, "message": TEXT};
+the helper then goes on serving.  The helper exits when its stdin reaches end of file.
+"""
+
+import json
+
+PROTOCOL_VERSION = 1
+
+# The longest header line either end accepts; payloads are not limited by it.
+MAX_HEADER_BYTES = 64 * 1024
+
+# Progress stages, in the order a "process" request goes through them.
+STAGES = ("received", "preprocess", "inference", "postprocess")
+
+# Error kinds a reply may carry.
+ERROR_KINDS = (
+    "bad_header",       # not a JSON object, too long, or missing a field
+    "bad_size",         # payload length does not match width * height * channels
+    "bad_request",      # unknown op, unsupported channel count, a value out of range
+    "no_model",         # "process" before a successful "load"
+    "unknown_model",    # a name the registry does not know
+    "model_missing",    # known, but not fetched yet
+    "model_invalid",    # the file is there but onnxruntime cannot use it
+    "out_of_memory",
+    "internal",
+)
+
+
+class ProtocolError(Exception):
+    """The peer broke the framing: a bad header line or a payload cut short."""
+
+
+class HeaderError(ProtocolError):
+    """A header line that is not a JSON object.  The stream itself is still in step."""
+
+
+class ConnectionClosed(ProtocolError):
+    """The stream ended where a message should have started."""
+
+
+def encode_header(header):
+    line = json.dumps(header, separators=(",", ":")).encode("utf-8") + b"\n"
+    if len(line) > MAX_HEADER_BYTES:
+        raise ValueError("header too long: %d bytes" % len(line))
+    return line
+
+
+def write_message(stream, header, payload=b""):
+    """Writes one message to a binary stream and flushes it."""
+    header = dict(header)
+    if payload:
+        header["size"] = len(payload)
+    else:
+        header.pop("size", None)
+    stream.write(encode_header(header))
+    if payload:
+        stream.write(payload)
+    stream.flush()
+
+
+def read_header(stream):
+    """Reads one header line; returns the dict.
+
+    Raises ConnectionClosed at a clean end of stream, HeaderError for a line that is not
+    a JSON object (the next message can still be read), ProtocolError otherwise.
+    """
+    line = stream.readline(MAX_HEADER_BYTES + 1)
+    if not line:
+        raise ConnectionClosed("the stream ended")
+    if not line.endswith(b"\n"):
+        if len(line) > MAX_HEADER_BYTES:
+            raise ProtocolError("header line longer than %d bytes" % MAX_HEADER_BYTES)
+        raise ProtocolError("the stream ended inside a header line")
+    try:
+        header = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as error:
+        raise HeaderError("header is not JSON: %s" % error) from None
+    if not isinstance(header, dict):
+        raise HeaderError("header is not a JSON object")
+    size = header.get("size", 0)
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise HeaderError("header 'size' must be a non-negative integer")
+    return header
+
+
+def read_payload(stream, size):
+    """Reads exactly ``size`` bytes; raises ProtocolError if the stream ends first."""
+    if size == 0:
+        return b""
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    done = 0
+    while done < size:
+        count = stream.readinto(view[done:])
+        if not count:
+            raise ProtocolError("the stream ended after %d of %d payload bytes" % (done, size))
+        done += count
+    return buffer
+
+
+def read_message(stream):
+    """Reads one message: returns (header, payload)."""
+    header = read_header(stream)
+    return header, read_payload(stream, header.get("size", 0))
+
+
+def error_message(kind, message):
+    assert kind in ERROR_KINDS, kind
+    return {"op": "error", "error": kind, "message": message}
