@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""The project's test command: python3 tests/run.py [PYTEST ARGS...]
+
+Standard library only.  Makes (or reuses) a test virtual environment outside the checkout,
+installs this checkout with its test dependencies into it, fetches the real model into the
+model cache, prepares the GIMP 3 test root, then runs pytest.  Everything it sets up is cached
+under ~/.cache/gimp-remove-background (or $XDG_CACHE_HOME), so a second run starts quickly.
+"""
+
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gimp-remove-background"
+TEST_VENV = Path(os.environ.get("REMOVE_BACKGROUND_TEST_VENV") or CACHE / "test-venv")
+REAL_MODEL = "isnet"
+
+
+def venv_python(folder):
+    if os.name == "nt":
+        return folder / "Scripts" / "python.exe"
+    return folder / "bin" / "python"
+
+
+def step(text):
+    print("==> " + text, flush=True)
+
+
+def run(command, **kwargs):
+    subprocess.run([str(part) for part in command], check=True, **kwargs)
+
+
+def main(pytest_args):
+    python = venv_python(TEST_VENV)
+    if not python.exists():
+        step("creating the test environment in %s" % TEST_VENV)
+        venv.create(TEST_VENV, with_pip=True, clear=True)
+    step("installing this checkout and its test dependencies")
+    run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         "-e", "%s[test]" % CHECKOUT])
+
+    step("fetching the real model (%s) unless it is cached" % REAL_MODEL)
+    fetched = subprocess.run([str(python), "-m", "model_fetch", "fetch", REAL_MODEL])
+    if fetched.returncode != 0:
+        print("    could not fetch %s; the tests that need it will say so" % REAL_MODEL)
+
+    step("preparing GIMP 3 for the in-GIMP tests")
+    prepared = subprocess.run([str(python), str(CHECKOUT / "tests" / "gimp" / "gimp3.py"), "prepare"])
+    if prepared.returncode != 0:
+        print("    GIMP 3 is not available; the in-GIMP tests will say why")
+
+    step("running the tests")
+    return subprocess.run([str(python), "-m", "pytest", "-ra", *pytest_args], cwd=CHECKOUT).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
