@@ -106,18 +106,18 @@ def read_header(stream):
 
 
 def read_payload(stream, size):
-    """Reads exactly ``size`` bytes; raises ProtocolError if the stream ends first."""
+    """Reads exactly ``size`` bytes as one bytes object; raises ProtocolError if the stream ends first.
+
+    ``stream`` is a buffered binary stream: its read(n) keeps reading until n bytes or the
+    end, straight into the returned object (no second copy of a large image).
+    """
     if size == 0:
         return b""
-    buffer = bytearray(size)
-    view = memoryview(buffer)
-    done = 0
-    while done < size:
-        count = stream.readinto(view[done:])
-        if not count:
-            raise ProtocolError("the stream ended after %d of %d payload bytes" % (done, size))
-        done += count
-    return buffer
+    data = stream.read(size)
+    if data is None or len(data) < size:
+        raise ProtocolError("the stream ended after %d of %d payload bytes"
+                            % (0 if data is None else len(data), size))
+    return data
 
 
 def read_message(stream):

@@ -1,0 +1,276 @@
+"""GIMP's side of the pipe: starts the helper process and speaks the protocol to it.
+
+Standard library only: this module runs inside GIMP's bundled Python (no numpy there).
+
+    with HelperClient.from_config(plugin_dir) as helper:
+        helper.load("isnet")
+        mask = helper.process(width, height, 4, pixels, on_progress=show)
+"""
+
+import collections
+import json
+import os
+import subprocess
+import sys
+import threading
+
+from . import protocol
+
+# Error kinds raised by the client itself, on top of the helper's protocol.ERROR_KINDS.
+NOT_INSTALLED = "not_installed"   # no helper.json, or its python is missing
+HELPER_DIED = "helper_died"       # the helper exited, or its pipes broke, mid-session
+
+# Variables GIMP's bundles (AppImage, Flatpak, the macOS .app, the Windows installer) set for
+# their own libraries and Python.  Inherited by the helper's Python they would load GIMP's
+# libraries or standard library instead of the venv's, and crash or import the wrong numpy.
+BUNDLE_VARIABLES = (
+    "PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP", "PYTHONEXECUTABLE", "PYTHONUSERBASE",
+    "__PYVENV_LAUNCHER__",
+    "LD_LIBRARY_PATH", "LD_PRELOAD",
+    "DYLD_LIBRARY_PATH", "DYLD_FALLBACK_LIBRARY_PATH", "DYLD_FRAMEWORK_PATH",
+    "DYLD_FALLBACK_FRAMEWORK_PATH", "DYLD_INSERT_LIBRARIES",
+    "GI_TYPELIB_PATH", "GDK_PIXBUF_MODULE_FILE", "GDK_PIXBUF_MODULEDIR", "GIO_MODULE_DIR",
+    "GIO_EXTRA_MODULES", "GTK_PATH", "GTK_EXE_PREFIX", "GTK_DATA_PREFIX", "GTK_IM_MODULE_FILE",
+    "GSETTINGS_SCHEMA_DIR", "GCONV_PATH", "FONTCONFIG_FILE", "FONTCONFIG_PATH", "PANGO_RC_FILE",
+    "BABL_PATH", "GEGL_PATH",
+)
+
+INSTALL_HINT = "Run `python3 install.py` from the plug-in's source folder to set up the helper."
+STDERR_TAIL_LINES = 20
+CLOSE_TIMEOUT = 3.0
+
+
+class HelperError(Exception):
+    """Something the helper could not do.
+
+    ``kind`` is one of protocol.ERROR_KINDS (the helper answered with an error and is still
+    usable) or NOT_INSTALLED / HELPER_DIED (it could not be started, or it is gone).
+    ``stderr_tail`` holds the helper's last lines of stderr when it died.
+    """
+
+    def __init__(self, kind, message, stderr_tail=""):
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.stderr_tail = stderr_tail
+
+    def __str__(self):
+        if self.stderr_tail:
+            return "%s\n%s" % (self.message, self.stderr_tail)
+        return self.message
+
+
+def clean_environment(base=None):
+    """``base`` (default: this process's environment) without GIMP's bundle variables."""
+    env = dict(os.environ if base is None else base)
+    for name in BUNDLE_VARIABLES:
+        env.pop(name, None)
+    return env
+
+
+def in_flatpak():
+    return os.path.exists("/.flatpak-info")
+
+
+class HelperClient:
+    def __init__(self, command, env=None, host_spawn=None):
+        """``command``: the argument list that starts ``remove_background.serve``.
+
+        ``env``: extra variables for the helper (on top of the cleaned environment).
+        ``host_spawn``: run the command on the host through ``flatpak-spawn --host``;
+        None decides by itself (inside a Flatpak, when the command is not visible here).
+        """
+        self.command = list(command)
+        self.extra_env = dict(env or {})
+        if host_spawn is None:
+            host_spawn = in_flatpak() and not os.path.exists(self.command[0])
+        self.host_spawn = bool(host_spawn)
+        self._process = None
+        self._stderr_lines = collections.deque(maxlen=200)
+        self._stderr_thread = None
+
+    @classmethod
+    def from_config(cls, plugin_dir):
+        """Reads ``<plugin_dir>/helper.json``, written by install.py.
+
+        Keys: "python" (the helper venv's interpreter, required), "env" (extra environment
+        variables, optional), "host_spawn" (true/false, optional; see __init__).
+        """
+        path = os.path.join(plugin_dir, "helper.json")
+        try:
+            with open(path, "r", encoding="utf-8") as handle:
+                config = json.load(handle)
+        except FileNotFoundError:
+            raise HelperError(NOT_INSTALLED, "The helper is not installed (%s is missing). %s"
+                              % (path, INSTALL_HINT)) from None
+        except (OSError, ValueError) as error:
+            raise HelperError(NOT_INSTALLED, "Cannot read %s: %s. %s"
+                              % (path, error, INSTALL_HINT)) from None
+        python = config.get("python") if isinstance(config, dict) else None
+        if not isinstance(python, str) or not python:
+            raise HelperError(NOT_INSTALLED, "%s names no helper Python. %s" % (path, INSTALL_HINT))
+        host_spawn = config.get("host_spawn")
+        if host_spawn is None:
+            host_spawn = in_flatpak() and not os.path.exists(python)
+        if not host_spawn and not os.path.exists(python):
+            raise HelperError(NOT_INSTALLED, "The helper's Python %s does not exist. %s"
+                              % (python, INSTALL_HINT))
+        env = config.get("env") or {}
+        return cls([python, "-m", "remove_background.serve"], env=env, host_spawn=host_spawn)
+
+    # -- process lifetime ------------------------------------------------------------------
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def start(self):
+        if self._process is not None:
+            return
+        command = self.command
+        env = clean_environment()
+        env.update(self.extra_env)
+        if self.host_spawn:
+            # The host has its own environment: pass only what was asked for explicitly.
+            command = (["flatpak-spawn", "--host"]
+                       + ["--env=%s=%s" % item for item in sorted(self.extra_env.items())]
+                       + command)
+        flags = getattr(subprocess, "CREATE_NO_WINDOW", 0) if sys.platform == "win32" else 0
+        try:
+            self._process = subprocess.Popen(
+                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env=env, creationflags=flags)
+        except OSError as error:
+            raise HelperError(NOT_INSTALLED, "Cannot start the helper (%s): %s. %s"
+                              % (command[0], error, INSTALL_HINT)) from None
+        self._stderr_lines.clear()
+        self._stderr_thread = threading.Thread(
+            target=self._drain_stderr, args=(self._process.stderr,), daemon=True)
+        self._stderr_thread.start()
+
+    def _drain_stderr(self, stream):
+        # Keeps the helper from blocking on a full stderr pipe, and remembers the end of it.
+        for line in iter(stream.readline, b""):
+            self._stderr_lines.append(line.decode("utf-8", "replace").rstrip())
+
+    @property
+    def running(self):
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self):
+        return self._process.pid if self._process is not None else None
+
+    def stderr_tail(self, lines=STDERR_TAIL_LINES):
+        return "\n".join(list(self._stderr_lines)[-lines:])
+
+    def close(self):
+        """Ends the helper: closes its stdin (it exits at EOF), kills it if it lingers."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        try:
+            process.stdin.close()
+        except OSError:
+            pass
+        try:
+            process.wait(timeout=CLOSE_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if self._stderr_thread is not None:
+            self._stderr_thread.join(timeout=1.0)
+        for stream in (process.stdout, process.stderr):
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+    def _died(self, what):
+        """The HelperError for a helper that is gone; reaps it and collects its last words."""
+        process = self._process
+        code = None
+        if process is not None:
+            try:
+                code = process.wait(timeout=CLOSE_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                code = process.wait()
+            if self._stderr_thread is not None:
+                self._stderr_thread.join(timeout=1.0)
+        message = "The helper stopped unexpectedly (%s" % what
+        if code is not None:
+            message += ", exit status %s" % code
+        message += ")."
+        if self.host_spawn:
+            message += (" It runs on the host through flatpak-spawn, which needs GIMP's Flatpak"
+                        " to be allowed to talk to org.freedesktop.Flatpak.")
+        tail = self.stderr_tail()
+        self.close()
+        return HelperError(HELPER_DIED, message, tail)
+
+    # -- requests --------------------------------------------------------------------------
+
+    def _request(self, header, payload=b"", on_progress=None, expect=None):
+        """Sends one request and returns (reply header, payload) of its final reply."""
+        if self._process is None:
+            self.start()
+        process = self._process
+        try:
+            protocol.write_message(process.stdin, header, payload)
+        except (BrokenPipeError, ConnectionError, OSError, ValueError) as error:
+            raise self._died("writing the request: %s" % error) from None
+        while True:
+            try:
+                reply, data = protocol.read_message(process.stdout)
+            except protocol.ConnectionClosed:
+                raise self._died("no reply") from None
+            except protocol.HeaderError as error:
+                # Something other than a header reached our end: the stream is out of step.
+                raise self._died("garbled reply: %s" % error) from None
+            except (protocol.ProtocolError, OSError, ValueError) as error:
+                raise self._died(str(error)) from None
+            op = reply.get("op")
+            if op == "progress":
+                if on_progress is not None:
+                    on_progress(reply.get("stage"), reply.get("fraction"))
+                continue
+            if op == "error":
+                raise HelperError(str(reply.get("error", "internal")),
+                                  str(reply.get("message", "the helper reported an error")))
+            if expect is not None and op != expect:
+                raise self._died("unexpected reply %r to %r" % (op, header.get("op")))
+            return reply, data
+
+    def hello(self):
+        """The helper's versions: {"protocol", "helper", "python", "onnxruntime", "providers"}."""
+        reply, _ = self._request({"op": "hello"}, expect="hello")
+        return reply
+
+    def models(self):
+        """{"default": NAME, "models": [{"name", "title", "installed", ...}, ...]}."""
+        reply, _ = self._request({"op": "models"}, expect="models")
+        return reply
+
+    def load(self, model, threads=0):
+        """Loads a model for the following process() calls; returns {"provider", "seconds", ...}."""
+        reply, _ = self._request({"op": "load", "model": model, "threads": int(threads)},
+                                 expect="loaded")
+        return reply
+
+    def process(self, width, height, channels, pixels, mask_depth=1, on_progress=None):
+        """Sends 8-bit pixels (rows top to bottom); returns the mask, width*height*mask_depth bytes.
+
+        ``on_progress(stage, fraction)`` is called for each progress message.
+        """
+        header = {"op": "process", "width": int(width), "height": int(height),
+                  "channels": int(channels), "mask_depth": int(mask_depth)}
+        reply, mask = self._request(header, pixels, on_progress=on_progress, expect="mask")
+        expected = int(width) * int(height) * int(mask_depth)
+        if len(mask) != expected:
+            raise HelperError("bad_size", "The helper sent a mask of %d bytes instead of %d."
+                              % (len(mask), expected))
+        return mask

@@ -1,0 +1,155 @@
+"""Runs a background-removal model on 8-bit pixels and returns the mask at full size."""
+
+import os
+import sys
+import time
+
+import numpy as np
+import onnxruntime
+
+from . import postprocess, preprocess
+
+# Preferred first; onnxruntime falls back along the list.
+GPU_PROVIDERS = (
+    "CUDAExecutionProvider",
+    "ROCMExecutionProvider",
+    "DmlExecutionProvider",
+    "CoreMLExecutionProvider",
+)
+CPU_PROVIDER = "CPUExecutionProvider"
+
+
+class ModelLoadError(Exception):
+    """The model file cannot be used (corrupt, not ONNX, wrong input or outputs)."""
+
+
+def log(message):
+    print("remove-background: " + message, file=sys.stderr, flush=True)
+
+
+def cpu_count():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def choose_providers(available=None, requested=None):
+    """The provider list to ask for: the usable GPU providers first, the CPU last.
+
+    ``requested`` ("cpu", or a provider name) narrows it; $REMOVE_BACKGROUND_PROVIDER
+    does the same from outside.
+    """
+    available = onnxruntime.get_available_providers() if available is None else available
+    requested = requested or os.environ.get("REMOVE_BACKGROUND_PROVIDER") or None
+    if requested:
+        if requested.lower() == "cpu":
+            return [CPU_PROVIDER]
+        return [requested, CPU_PROVIDER] if requested != CPU_PROVIDER else [CPU_PROVIDER]
+    return [name for name in GPU_PROVIDERS if name in available] + [CPU_PROVIDER]
+
+
+class Engine:
+    def __init__(self, model_path, preprocess_spec, threads=0, providers=None, name=None):
+        """Loads the ONNX file; raises ModelLoadError naming the model and the file."""
+        self.name = name or os.path.basename(str(model_path))
+        self.path = str(model_path)
+        self.preprocess = dict(preprocess_spec)
+        try:
+            preprocess.check(self.preprocess)
+        except (ValueError, TypeError) as error:
+            raise ModelLoadError("Model %s: bad preprocess description: %s" % (self.name, error)) from None
+        self.threads = int(threads) if threads else cpu_count()
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        wanted = choose_providers(requested=providers)
+        started = time.monotonic()
+        self.session = self._open(options, wanted)
+        self.seconds = time.monotonic() - started
+        self.provider = self.session.get_providers()[0]
+        if self.provider == CPU_PROVIDER:
+            gpus = [name for name in wanted if name != CPU_PROVIDER]
+            if gpus:
+                log("%s is not usable here; running %s on the CPU (%d threads)"
+                    % (", ".join(gpus), self.name, self.threads))
+            else:
+                log("no GPU provider in this onnxruntime; running %s on the CPU (%d threads)"
+                    % (self.name, self.threads))
+        self._check_model()
+
+    def _open(self, options, providers):
+        try:
+            return onnxruntime.InferenceSession(self.path, sess_options=options, providers=providers)
+        except Exception as error:  # onnxruntime raises several unrelated exception types
+            if providers != [CPU_PROVIDER]:
+                log("could not start %s (%s); trying the CPU" % (providers[0], first_line(error)))
+                return self._open(options, [CPU_PROVIDER])
+            raise ModelLoadError("Cannot load model %s from %s: %s"
+                                 % (self.name, self.path, first_line(error))) from None
+
+    def _check_model(self):
+        inputs = self.session.get_inputs()
+        outputs = self.session.get_outputs()
+        width, height = self.preprocess["input_size"]
+        problem = None
+        if len(inputs) != 1:
+            problem = "it has %d inputs, not 1" % len(inputs)
+        else:
+            shape = inputs[0].shape
+            expected = [1, 3, height, width]
+            if len(shape) != 4 or any(isinstance(got, int) and got != want
+                                      for got, want in zip(shape, expected)):
+                problem = "its input has shape %s, not %s" % (shape, expected)
+        index = self.preprocess["output_index"]
+        if problem is None and not 0 <= index < len(outputs):
+            problem = "it has %d outputs, so no output %d" % (len(outputs), index)
+        if problem:
+            raise ModelLoadError("Cannot use model %s from %s: %s" % (self.name, self.path, problem))
+        self.input_name = inputs[0].name
+        self.input_type = np.float16 if inputs[0].type == "tensor(float16)" else np.float32
+        self.output_name = outputs[index].name
+
+    def infer(self, tensor):
+        """Runs the model on a prepared (1, 3, h, w) tensor; returns only the chosen output."""
+        return self.session.run([self.output_name], {self.input_name: tensor.astype(self.input_type, copy=False)})[0]
+
+    def mask(self, pixels, depth=1, progress=None):
+        """(H, W, C) uint8 pixels, C in 1..4 -> (H, W) mask, uint8 or (depth 2) uint16.
+
+        ``progress(stage, fraction)`` is told about each stage.
+        """
+        if pixels.ndim != 3 or pixels.shape[2] not in (1, 2, 3, 4) or pixels.dtype != np.uint8:
+            raise ValueError("pixels must be (height, width, 1..4) uint8, got %s %s"
+                             % (pixels.shape, pixels.dtype))
+        height, width = pixels.shape[:2]
+        report = progress or (lambda stage, fraction: None)
+        report("preprocess", 0.0)
+        tensor = preprocess.model_input(pixels, self.preprocess)
+        report("inference", 0.0)
+        output = self.infer(tensor)
+        del tensor
+        report("postprocess", 0.0)
+        small = postprocess.mask_from_output(output, self.preprocess)
+        del output
+        return postprocess.upsample(small, width, height, depth,
+                                    progress=lambda fraction: report("postprocess", fraction))
+
+
+def first_line(error):
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
+
+
+def load(name, threads=0, providers=None):
+    """The Engine for a registry model, by name (model_fetch finds its file and preprocessing).
+
+    Raises model_fetch.UnknownModel / ModelNotInstalled, or ModelLoadError.
+    """
+    import model_fetch
+
+    model = model_fetch.get(name)
+    path = model_fetch.installed_path(name)
+    return Engine(path, model.preprocess, threads=threads, providers=providers, name=name)

@@ -1,0 +1,61 @@
+"""From a model's raw output to the mask at the image's own size."""
+
+import numpy as np
+from PIL import Image
+
+# Rows of the full-size mask computed at once: bounds the float scratch memory
+# (BAND_PIXELS float32 values) whatever the image size.
+BAND_PIXELS = 4 * 1024 * 1024
+
+
+def mask_from_output(output, preprocess):
+    """The model's chosen output -> float32 (h, w) mask in 0..1.
+
+    output[0, 0] (leading unit axes dropped), then the activation, then per-image
+    min-max if asked, then clipped to 0..1.
+    """
+    mask = np.asarray(output)
+    while mask.ndim > 2:
+        mask = mask[0]
+    if mask.ndim != 2:
+        raise ValueError("the model's output has shape %r, not an image" % (np.shape(output),))
+    mask = mask.astype(np.float32)          # a copy: the session's buffer is left alone
+    if preprocess["activation"] == "sigmoid":
+        np.negative(mask, out=mask)
+        np.exp(mask, out=mask)
+        mask += 1
+        np.reciprocal(mask, out=mask)
+    if preprocess["min_max"]:
+        low, high = float(mask.min()), float(mask.max())
+        mask -= low
+        if high > low:
+            mask /= high - low
+    np.clip(mask, 0, 1, out=mask)
+    return mask
+
+
+def upsample(mask, width, height, depth=1, progress=None):
+    """The float 0..1 mask -> (height, width) uint8 (depth 1) or uint16 (depth 2).
+
+    Bilinear on the float mask (pixel centres aligned, Pillow's triangle filter, which
+    also averages properly when shrinking): no ringing or halos, unlike Lanczos.
+    Done in horizontal bands so that a 16000x16000 image needs only a band of floats.
+    """
+    small_h, small_w = mask.shape
+    scale = 255.0 if depth == 1 else 65535.0
+    out = np.empty((height, width), np.uint8 if depth == 1 else np.uint16)
+    source = Image.fromarray(np.ascontiguousarray(mask, np.float32), "F")
+    band = max(1, min(height, BAND_PIXELS // max(width, 1)))
+    row_scale = small_h / height
+    for top in range(0, height, band):
+        bottom = min(height, top + band)
+        # The band's own source box: the filter windows match those of one whole resize.
+        box = (0.0, top * row_scale, float(small_w), bottom * row_scale)
+        part = np.asarray(source.resize((width, bottom - top), Image.Resampling.BILINEAR, box=box))
+        part = part * scale
+        part += 0.5
+        np.clip(part, 0, scale, out=part)
+        out[top:bottom] = part                    # truncation of x + 0.5: rounding
+        if progress is not None:
+            progress(bottom / height)
+    return out

@@ -1,0 +1,137 @@
+"""From 8-bit pixels of any size to a model's input tensor, exactly as each model's reference does.
+
+The registry's "preprocess" entry says how (see model_fetch/registry.json):
+  input_size [w, h]; resize "bilinear-point" (IMG.LY's own resize) or a Pillow filter
+  ("bilinear", "bicubic", "lanczos", "box", "hamming", "nearest", as rembg uses them);
+  value = ((pixel / divide_by) - mean) / std per channel, divide_by 1, 255 or "max"
+  (the resized image's maximum, as rembg does); channel_order "RGB" or "BGR".
+
+The full-resolution image stays uint8 throughout: it is shrunk first, and only the
+model-sized result becomes float.
+"""
+
+import numpy as np
+from PIL import Image
+
+PILLOW_FILTERS = {
+    "nearest": Image.Resampling.NEAREST,
+    "box": Image.Resampling.BOX,
+    "bilinear": Image.Resampling.BILINEAR,
+    "hamming": Image.Resampling.HAMMING,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+RESIZES = ("bilinear-point",) + tuple(PILLOW_FILTERS)
+
+
+def check(preprocess):
+    """Raises ValueError unless ``preprocess`` is a complete, usable description."""
+    missing = [key for key in ("input_size", "resize", "divide_by", "mean", "std",
+                               "channel_order", "output_index", "activation", "min_max")
+               if key not in preprocess]
+    if missing:
+        raise ValueError("preprocess lacks %s" % ", ".join(missing))
+    size = preprocess["input_size"]
+    if (not isinstance(size, (list, tuple)) or len(size) != 2
+            or not all(isinstance(n, int) and n > 0 for n in size)):
+        raise ValueError("input_size must be [width, height], got %r" % (size,))
+    if preprocess["resize"] not in RESIZES:
+        raise ValueError("unknown resize %r (known: %s)" % (preprocess["resize"], ", ".join(RESIZES)))
+    if preprocess["divide_by"] not in (1, 255, "max"):
+        raise ValueError("divide_by must be 1, 255 or \"max\", got %r" % (preprocess["divide_by"],))
+    for key in ("mean", "std"):
+        if len(preprocess[key]) != 3:
+            raise ValueError("%s needs 3 values" % key)
+    if not all(s != 0 for s in preprocess["std"]):
+        raise ValueError("std may not be 0")
+    if preprocess["channel_order"] not in ("RGB", "BGR"):
+        raise ValueError("channel_order must be RGB or BGR")
+    if preprocess["activation"] not in ("none", "sigmoid"):
+        raise ValueError("activation must be none or sigmoid")
+
+
+def resize_bilinear_point(pixels, width, height):
+    """IMG.LY's tensorResizeBilinear, reproduced exactly, for the first 3 channels (or 1).
+
+    For each output pixel: srcX = x * (srcWidth / width) (no half-pixel offset),
+    x1 = floor, x2 = min(ceil, srcWidth - 1), the four neighbours blended in double
+    precision in the reference's own order, then Math.round to uint8.  Only the four
+    neighbours of the output grid are gathered from the uint8 source.
+    """
+    src_h, src_w, channels = pixels.shape
+    src_x = np.arange(width, dtype=np.float64) * (src_w / width)
+    src_y = np.arange(height, dtype=np.float64) * (src_h / height)
+    x1 = np.floor(src_x).astype(np.intp)
+    x2 = np.minimum(np.ceil(src_x).astype(np.intp), src_w - 1)
+    y1 = np.floor(src_y).astype(np.intp)
+    y2 = np.minimum(np.ceil(src_y).astype(np.intp), src_h - 1)
+    dx = (src_x - x1)[np.newaxis, :]
+    dy = (src_y - y1)[:, np.newaxis]
+    # The reference's weights: (1-dx)*(1-dy), dx*(1-dy), (1-dx)*dy, dx*dy.
+    w1 = (1 - dx) * (1 - dy)
+    w2 = dx * (1 - dy)
+    w3 = (1 - dx) * dy
+    w4 = dx * dy
+    rows1, rows2 = y1[:, np.newaxis], y2[:, np.newaxis]
+    out = np.empty((height, width, min(channels, 3)), np.uint8)
+    for c in range(out.shape[2]):
+        plane = pixels[:, :, c]
+        value = w1 * plane[rows1, x1]
+        value += w2 * plane[rows1, x2]
+        value += w3 * plane[rows2, x1]
+        value += w4 * plane[rows2, x2]
+        out[:, :, c] = js_round(value)
+    return out
+
+
+def js_round(value):
+    """JavaScript's Math.round for non-negative doubles: halves go up, no x + 0.5 rounding error."""
+    floor = np.floor(value)
+    return floor + (value - floor >= 0.5)
+
+
+def resize_pillow(pixels, width, height, resample):
+    """Pillow's resize of the colour channels, alpha ignored (as rembg's img.convert("RGB"))."""
+    src_h, src_w, channels = pixels.shape
+    if channels == 4 and pixels.flags.c_contiguous:
+        # "RGBX" shares the buffer and, unlike "RGBA", is not premultiplied while resizing.
+        image = Image.frombuffer("RGBX", (src_w, src_h), pixels, "raw", "RGBX", 0, 1)
+    elif channels == 3:
+        image = Image.fromarray(np.ascontiguousarray(pixels), "RGB")
+    elif channels == 4:
+        image = Image.fromarray(np.ascontiguousarray(pixels[:, :, :3]), "RGB")
+    else:
+        grey = pixels[:, :, 0]
+        if grey.flags.c_contiguous:
+            image = Image.frombuffer("L", (src_w, src_h), grey, "raw", "L", 0, 1)
+        else:
+            image = Image.fromarray(np.ascontiguousarray(grey), "L")
+    small = image.resize((width, height), resample)
+    out = np.asarray(small)
+    if out.ndim == 2:
+        return out[:, :, np.newaxis]
+    return out[:, :, :3]
+
+
+def model_input(pixels, preprocess):
+    """(H, W, C) uint8 with C in 1..4 -> float32 tensor (1, 3, h, w) for the model."""
+    width, height = preprocess["input_size"]
+    resize = preprocess["resize"]
+    if resize == "bilinear-point":
+        small = resize_bilinear_point(pixels, width, height)
+    else:
+        small = resize_pillow(pixels, width, height, PILLOW_FILTERS[resize])
+    if small.shape[2] == 1:
+        small = np.repeat(small, 3, axis=2)          # grey -> RGB, as Pillow's convert("RGB")
+    if preprocess["channel_order"] == "BGR":
+        small = small[:, :, ::-1]
+    # Double precision, then one rounding to float32: what both references compute.
+    values = small.astype(np.float64)
+    divide_by = preprocess["divide_by"]
+    if divide_by == "max":
+        values /= max(float(values.max()), 1e-6)
+    elif divide_by != 1:
+        values /= divide_by
+    values -= np.asarray(preprocess["mean"], np.float64)
+    values /= np.asarray(preprocess["std"], np.float64)
+    return np.ascontiguousarray(values.transpose(2, 0, 1)[np.newaxis], dtype=np.float32)

@@ -1,0 +1,207 @@
+"""The helper's serve loop: ``python -m remove_background.serve``.
+
+Reads requests from stdin and answers on stdout, as protocol.py describes, until stdin
+ends.  Nothing else may reach stdout: the real stdout is kept for the replies and file
+descriptor 1 is pointed at stderr, so stray prints from any library land in the log.
+"""
+
+import os
+import platform
+import sys
+import time
+import traceback
+
+from . import __version__, protocol
+
+# How often, at most, progress messages go out during one stage.
+PROGRESS_INTERVAL = 0.1
+
+
+class RequestError(Exception):
+    """A request the helper answers with an error reply."""
+
+    def __init__(self, kind, message):
+        super().__init__(message)
+        self.kind = kind
+
+
+def require_int(header, key, low, high=None, default=None):
+    value = header.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < low or (
+            high is not None and value > high):
+        bound = "%d..%d" % (low, high) if high is not None else ">= %d" % low
+        raise RequestError("bad_request", "%r must be an integer %s, got %r" % (key, bound, value))
+    return value
+
+
+class Server:
+    def __init__(self, stdin, stdout):
+        self.stdin = stdin
+        self.stdout = stdout
+        self.engine = None
+        self.engine_key = None
+
+    def reply(self, header, payload=b""):
+        protocol.write_message(self.stdout, header, payload)
+
+    def run(self):
+        while True:
+            try:
+                header = protocol.read_header(self.stdin)
+            except protocol.ConnectionClosed:
+                return 0
+            except protocol.HeaderError as error:
+                self.reply(protocol.error_message("bad_header", str(error)))
+                continue
+            except protocol.ProtocolError as error:
+                if not self.skip_line():
+                    return 0
+                self.reply(protocol.error_message("bad_header", str(error)))
+                continue
+            try:
+                payload = protocol.read_payload(self.stdin, header.get("size", 0))
+            except protocol.ProtocolError as error:
+                # The stream ended inside a payload: nobody is left to answer.
+                print("remove-background: %s" % error, file=sys.stderr)
+                return 0
+            self.handle(header, payload)
+
+    def skip_line(self):
+        """Skips the rest of an over-long header line; False if the stream ends first."""
+        while True:
+            chunk = self.stdin.readline(protocol.MAX_HEADER_BYTES)
+            if not chunk:
+                return False
+            if chunk.endswith(b"\n"):
+                return True
+
+    def handle(self, header, payload):
+        op = header.get("op")
+        handler = {"hello": self.hello, "models": self.models, "load": self.load,
+                   "process": self.process}.get(op)
+        try:
+            if handler is None:
+                raise RequestError("bad_request", "unknown op %r" % (op,))
+            handler(header, payload)
+        except RequestError as error:
+            self.reply(protocol.error_message(error.kind, str(error)))
+        except MemoryError:
+            self.reply(protocol.error_message(
+                "out_of_memory", "Not enough memory for this request; try a smaller image."))
+        except Exception as error:  # the helper must keep serving whatever went wrong
+            traceback.print_exc(file=sys.stderr)
+            self.reply(protocol.error_message("internal", "%s: %s" % (type(error).__name__, error)))
+
+    def hello(self, header, payload):
+        import onnxruntime
+
+        self.reply({"op": "hello", "protocol": protocol.PROTOCOL_VERSION, "helper": __version__,
+                    "python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
+                    "providers": onnxruntime.get_available_providers()})
+
+    def models(self, header, payload):
+        # Cheap on purpose (GIMP asks while building its dialog): the registry only.
+        import model_fetch
+
+        entries = [{"name": model.name, "title": model.title, "description": model.description,
+                    "license": model.license, "commercial_use": model.commercial_use,
+                    "size": model.size, "installed": model_fetch.is_installed(model.name)}
+                   for model in model_fetch.models()]
+        try:
+            default = model_fetch.default_model()
+        except model_fetch.FetchError:
+            default = None
+        self.reply({"op": "models", "default": default, "models": entries})
+
+    def load(self, header, payload):
+        name = header.get("model")
+        if not isinstance(name, str) or not name:
+            raise RequestError("bad_request", "'model' must be a model name")
+        threads = require_int(header, "threads", 0, default=0)
+        file = header.get("file")
+        if file is not None and not isinstance(file, str):
+            raise RequestError("bad_request", "'file' must be a path")
+        key = (name, threads, file)
+        if self.engine is not None and self.engine_key == key:
+            self.reply(self.loaded_reply(0.0))
+            return
+        self.engine = self.engine_key = None
+        self.engine = self.open_engine(name, threads, file, header.get("preprocess"))
+        self.engine_key = key
+        self.reply(self.loaded_reply(self.engine.seconds))
+
+    def open_engine(self, name, threads, file, spec):
+        import model_fetch
+
+        from . import engine
+
+        try:
+            if file is None:
+                return engine.load(name, threads=threads)
+            if spec is None:
+                spec = model_fetch.get(name).preprocess
+            if not isinstance(spec, dict):
+                raise RequestError("bad_request", "'preprocess' must be an object")
+            return engine.Engine(file, spec, threads=threads, name=name)
+        except model_fetch.UnknownModel as error:
+            raise RequestError("unknown_model", str(error)) from None
+        except model_fetch.ModelNotInstalled as error:
+            raise RequestError("model_missing", str(error)) from None
+        except engine.ModelLoadError as error:
+            raise RequestError("model_invalid", str(error)) from None
+
+    def loaded_reply(self, seconds):
+        return {"op": "loaded", "model": self.engine.name, "provider": self.engine.provider,
+                "threads": self.engine.threads, "seconds": round(seconds, 3)}
+
+    def process(self, header, payload):
+        width = require_int(header, "width", 1)
+        height = require_int(header, "height", 1)
+        channels = require_int(header, "channels", 1)
+        if channels not in (1, 2, 3, 4):
+            raise RequestError("bad_request", "unsupported channel count %d (1 to 4)" % channels)
+        depth = require_int(header, "mask_depth", 1, 2, default=1)
+        expected = width * height * channels
+        if len(payload) != expected:
+            raise RequestError("bad_size", "%dx%d pixels with %d channels are %d bytes, not %d"
+                               % (width, height, channels, expected, len(payload)))
+        if self.engine is None:
+            raise RequestError("no_model", "no model loaded: send a load request first")
+        import numpy as np
+
+        self.reply({"op": "progress", "stage": "received", "fraction": 1.0})
+        pixels = np.frombuffer(payload, np.uint8).reshape(height, width, channels)
+        mask = self.engine.mask(pixels, depth, progress=self.progress_reporter())
+        del pixels, payload
+        data = mask.astype("<u%d" % depth, copy=False).reshape(-1).view(np.uint8)
+        self.reply({"op": "mask", "width": width, "height": height, "depth": depth},
+                   memoryview(data))
+
+    def progress_reporter(self):
+        last = {"stage": None, "time": 0.0}
+
+        def report(stage, fraction):
+            now = time.monotonic()
+            if stage == last["stage"] and now - last["time"] < PROGRESS_INTERVAL and fraction < 1:
+                return
+            last["stage"], last["time"] = stage, now
+            self.reply({"op": "progress", "stage": stage, "fraction": round(float(fraction), 3)})
+
+        return report
+
+
+def main():
+    # Keep the real stdout for replies; anything else written to fd 1 goes to stderr.
+    replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    sys.stdout = sys.stderr
+    try:
+        return Server(sys.stdin.buffer, replies).run()
+    except (BrokenPipeError, ConnectionError):
+        return 0  # GIMP went away while we were answering
+    except KeyboardInterrupt:
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
