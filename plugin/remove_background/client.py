@@ -255,10 +255,18 @@ class HelperClient:
         reply, _ = self._request({"op": "models"}, expect="models")
         return reply
 
-    def load(self, model, threads=0):
-        """Loads a model for the following process() calls; returns {"provider", "seconds", ...}."""
-        reply, _ = self._request({"op": "load", "model": model, "threads": int(threads)},
-                                 expect="loaded")
+    def load(self, model, threads=0, file=None, preprocess=None):
+        """Loads a model for the following process() calls; returns {"provider", "seconds", ...}.
+
+        ``file`` runs that ONNX file instead of the registry's, with ``preprocess`` (default:
+        the registry entry of ``model``) describing how to feed it.
+        """
+        header = {"op": "load", "model": model, "threads": int(threads)}
+        if file is not None:
+            header["file"] = str(file)
+        if preprocess is not None:
+            header["preprocess"] = preprocess
+        reply, _ = self._request(header, expect="loaded")
         return reply
 
     def process(self, width, height, channels, pixels, mask_depth=1, on_progress=None):

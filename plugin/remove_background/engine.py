@@ -143,13 +143,14 @@ def first_line(error):
     return text.splitlines()[0]
 
 
-def load(name, threads=0, providers=None):
+def load(name, threads=0, providers=None, file=None):
     """The Engine for a registry model, by name (model_fetch finds its file and preprocessing).
 
+    ``file``: run this ONNX file instead of the installed one, fed as ``name`` is.
     Raises model_fetch.UnknownModel / ModelNotInstalled, or ModelLoadError.
     """
     import model_fetch
 
     model = model_fetch.get(name)
-    path = model_fetch.installed_path(name)
+    path = model_fetch.installed_path(name) if file is None else file
     return Engine(path, model.preprocess, threads=threads, providers=providers, name=name)

@@ -51,7 +51,7 @@ def check(preprocess):
 
 
 def resize_bilinear_point(pixels, width, height):
-    """IMG.LY's tensorResizeBilinear, reproduced exactly, for the first 3 channels (or 1).
+    """IMG.LY's tensorResizeBilinear, reproduced exactly, for the colour channels (grey: 1).
 
     For each output pixel: srcX = x * (srcWidth / width) (no half-pixel offset),
     x1 = floor, x2 = min(ceil, srcWidth - 1), the four neighbours blended in double
@@ -73,7 +73,7 @@ def resize_bilinear_point(pixels, width, height):
     w3 = (1 - dx) * dy
     w4 = dx * dy
     rows1, rows2 = y1[:, np.newaxis], y2[:, np.newaxis]
-    out = np.empty((height, width, min(channels, 3)), np.uint8)
+    out = np.empty((height, width, 3 if channels >= 3 else 1), np.uint8)   # grey: channel 0
     for c in range(out.shape[2]):
         plane = pixels[:, :, c]
         value = w1 * plane[rows1, x1]

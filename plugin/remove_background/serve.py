@@ -136,10 +136,10 @@ class Server:
         from . import engine
 
         try:
-            if file is None:
-                return engine.load(name, threads=threads)
             if spec is None:
-                spec = model_fetch.get(name).preprocess
+                return engine.load(name, threads=threads, file=file)
+            if file is None:
+                raise RequestError("bad_request", "'preprocess' needs a 'file'")
             if not isinstance(spec, dict):
                 raise RequestError("bad_request", "'preprocess' must be an object")
             return engine.Engine(file, spec, threads=threads, name=name)

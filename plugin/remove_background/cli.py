@@ -1,0 +1,260 @@
+"""The `remove-background` command: cut out photos from the command line.
+
+    remove-background INPUT... [-o OUT] [--model NAME] [--mask-only] [--background COLOR]
+
+Each INPUT is an image or a folder (every image directly inside it).  Results are PNG:
+the photo with the mask as straight (not premultiplied) alpha, multiplied into any alpha
+it already had; or the mask alone; or the photo composited onto a colour.
+"""
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageColor, ImageOps
+
+from . import __version__
+
+# Pillow refuses images over 2 * MAX_IMAGE_PIXELS as "decompression bombs"; the helper is
+# meant for photos up to 16000 x 16000 and beyond.
+Image.MAX_IMAGE_PIXELS = 20000 * 20000
+
+CUTOUT_SUFFIX = ".nobg.png"
+MASK_SUFFIX = ".mask.png"
+
+
+class InputError(Exception):
+    """One input could not be used; the others go on."""
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="remove-background",
+        description="Remove the background of photos with a local ONNX model.")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
+    parser.add_argument("-o", "--output", metavar="OUT",
+                        help="output file (one input) or folder; default: NAME%s beside each input"
+                        % CUTOUT_SUFFIX)
+    parser.add_argument("--model", metavar="NAME", help="model to use (default: the first installed)")
+    parser.add_argument("--mask-only", action="store_true",
+                        help="write the mask (white = kept) instead of the cut-out; default name NAME%s"
+                        % MASK_SUFFIX)
+    parser.add_argument("--background", metavar="COLOR",
+                        help="composite onto this colour (a name, #rrggbb, rgb(...)) instead of transparency")
+    parser.add_argument("--model-file", metavar="FILE",
+                        help="run this ONNX file, fed as --model's registry entry says")
+    parser.add_argument("--threads", type=int, default=0, metavar="N",
+                        help="inference threads (default: all cores)")
+    parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
+    args = parser.parse_args(argv)
+    if args.background is not None:
+        if args.mask_only:
+            parser.error("--background and --mask-only do not go together")
+        try:
+            args.background = ImageColor.getrgb(args.background)
+        except ValueError:
+            parser.error("--background: unknown colour %r" % args.background)
+    if args.threads < 0:
+        parser.error("--threads must be 0 (all cores) or more")
+    return args
+
+
+def is_own_output(path):
+    name = path.name.lower()
+    return name.endswith(CUTOUT_SUFFIX) or name.endswith(MASK_SUFFIX)
+
+
+def image_extensions():
+    return {ext for ext, format_name in Image.registered_extensions().items()
+            if format_name in Image.OPEN}
+
+
+def collect_inputs(paths):
+    """The image files to process, and the inputs that name nothing usable (as InputErrors)."""
+    extensions = image_extensions()
+    files, problems = [], []
+    for text in paths:
+        path = Path(text)
+        if path.is_dir():
+            found = sorted(child for child in path.iterdir()
+                           if child.is_file() and child.suffix.lower() in extensions
+                           and not is_own_output(child))
+            if not found:
+                problems.append((path, InputError("no images in this folder")))
+            files.extend(found)
+        elif path.exists():
+            files.append(path)
+        else:
+            problems.append((path, InputError("no such file or folder")))
+    return files, problems
+
+
+def output_paths(files, inputs, output, mask_only):
+    """Where each file's result goes: OUT itself for a single file input, else inside OUT."""
+    suffix = MASK_SUFFIX if mask_only else CUTOUT_SUFFIX
+    single = len(inputs) == 1 and not Path(inputs[0]).is_dir() and len(files) == 1
+    if output is not None and single and not Path(output).is_dir():
+        return {files[0]: Path(output)}
+    targets = {}
+    for path in files:
+        folder = Path(output) if output is not None else path.parent
+        targets[path] = folder / (path.stem + suffix)
+    return targets
+
+
+def load_image(path):
+    """Opens, orients (EXIF) and reduces an image to 8-bit L, LA, RGB or RGBA."""
+    try:
+        image = Image.open(path)
+        image.load()
+    except Image.DecompressionBombError as error:
+        raise InputError(str(error)) from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise InputError("not a readable image (%s)" % error) from None
+    image = ImageOps.exif_transpose(image)
+    return to_8bit(image)
+
+
+def to_8bit(image):
+    mode = image.mode
+    if mode in ("L", "LA", "RGB", "RGBA"):
+        return image
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        # 16-bit grey: Pillow's convert("L") would clip at 255 instead of scaling.
+        values = np.asarray(image).astype(np.uint32)
+        return Image.fromarray(((values * 255 + 32767) // 65535).clip(0, 255).astype(np.uint8), "L")
+    if mode == "F":
+        values = np.asarray(image)
+        return Image.fromarray(np.clip(values, 0, 255).round().astype(np.uint8), "L")
+    if mode == "1":
+        return image.convert("L")
+    if mode == "P" or mode == "PA":
+        has_alpha = mode == "PA" or "transparency" in image.info
+        palette_mode = image.palette.mode if image.palette is not None else "RGB"
+        if palette_mode.startswith("L"):
+            return image.convert("LA" if has_alpha else "L")
+        return image.convert("RGBA" if has_alpha or palette_mode == "RGBA" else "RGB")
+    if mode in ("La", "RGBa"):
+        return image.convert(mode.upper())
+    has_alpha = "A" in image.getbands() or "transparency" in image.info
+    return image.convert("RGBA" if has_alpha else "RGB")
+
+
+def pixels_of(image):
+    pixels = np.asarray(image)
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, np.newaxis]
+    return pixels
+
+
+def cut_out(image, mask, background):
+    """The result image: straight alpha (colours untouched), or composited onto ``background``."""
+    alpha = mask
+    if image.mode in ("LA", "RGBA"):
+        # Keep what was already transparent: alpha = old alpha * mask.
+        old = np.asarray(image.getchannel("A"))
+        product = np.multiply(old, mask, dtype=np.uint16)
+        product += 127
+        product //= 255
+        alpha = product.astype(np.uint8)
+        del product, old
+    alpha_image = Image.fromarray(alpha, "L")
+    if background is not None:
+        colour_mode = "RGBA" if len(background) == 4 else "RGB"
+        base = image.convert(colour_mode) if image.mode != colour_mode else image
+        return Image.composite(base, Image.new(colour_mode, image.size, background), alpha_image)
+    result = image.convert("LA" if image.mode in ("L", "LA") else "RGBA") \
+        if image.mode not in ("LA", "RGBA") else image.copy()
+    result.putalpha(alpha_image)
+    return result
+
+
+def save_png(image, target):
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".part")
+    try:
+        image.save(partial, "PNG", compress_level=1)
+        os.replace(partial, target)
+    finally:
+        if partial.exists():
+            partial.unlink()
+
+
+def process_file(engine, source, target, mask_only, background):
+    if target.resolve() == source.resolve():
+        raise InputError("the output would overwrite the input")
+    image = load_image(source)
+    mask = engine.mask(pixels_of(image))
+    if mask_only:
+        save_png(Image.fromarray(mask, "L"), target)
+    else:
+        save_png(cut_out(image, mask, background), target)
+
+
+def open_engine(name, threads, file=None):
+    """The engine for --model (default: model_fetch's choice); exits with a message on failure."""
+    import model_fetch
+
+    from . import engine
+
+    try:
+        if name is None:
+            name = model_fetch.default_model()
+        return engine.load(name, threads=threads, file=file)
+    except model_fetch.ModelNotInstalled as error:
+        fail("%s" % error)
+    except model_fetch.FetchError as error:
+        fail(str(error))
+    except engine.ModelLoadError as error:
+        fail(str(error))
+
+
+def fail(message):
+    print("remove-background: %s" % message, file=sys.stderr)
+    sys.exit(2)
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    files, problems = collect_inputs(args.inputs)
+    for path, error in problems:
+        print("remove-background: %s: %s" % (path, error), file=sys.stderr)
+    if not files:
+        print("remove-background: nothing to do", file=sys.stderr)
+        return 1
+    targets = output_paths(files, args.inputs, args.output, args.mask_only)
+    engine = open_engine(args.model, args.threads, args.model_file)
+    on_terminal = sys.stderr.isatty()
+    done, failed = 0, len(problems)
+    started = time.monotonic()
+    for number, source in enumerate(files, 1):
+        began = time.monotonic()
+        try:
+            process_file(engine, source, targets[source], args.mask_only, args.background)
+        except InputError as error:
+            failed += 1
+            print("remove-background: %s: %s" % (source, error), file=sys.stderr)
+            continue
+        except MemoryError:
+            failed += 1
+            print("remove-background: %s: not enough memory for this image" % source, file=sys.stderr)
+            continue
+        except OSError as error:
+            failed += 1
+            print("remove-background: %s: %s" % (source, error), file=sys.stderr)
+            continue
+        done += 1
+        if on_terminal:
+            print("[%d/%d] %s -> %s (%.1f s)" % (number, len(files), source, targets[source],
+                                                 time.monotonic() - began), file=sys.stderr)
+    summary = "%d done, %d failed in %.1f s (%s on %s)" % (
+        done, failed, time.monotonic() - started, engine.name, engine.provider)
+    print("remove-background: " + summary, file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
