@@ -72,6 +72,17 @@ def in_flatpak():
     return os.path.exists("/.flatpak-info")
 
 
+def stop(process):
+    """Ends a process that did not exit by itself; returns its exit status."""
+    # terminate() first: flatpak-spawn passes SIGTERM on to the host process, SIGKILL it cannot.
+    process.terminate()
+    try:
+        return process.wait(timeout=1.0)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
+
+
 class HelperClient:
     def __init__(self, command, env=None, host_spawn=None):
         """``command``: the argument list that starts ``remove_background.serve``.
@@ -86,6 +97,7 @@ class HelperClient:
             host_spawn = in_flatpak() and not os.path.exists(self.command[0])
         self.host_spawn = bool(host_spawn)
         self._process = None
+        self._stopped = False
         self._stderr_lines = collections.deque(maxlen=200)
         self._stderr_thread = None
 
@@ -130,14 +142,9 @@ class HelperClient:
     def start(self):
         if self._process is not None:
             return
-        command = self.command
+        command = self.launch_command()
         env = clean_environment()
         env.update(self.extra_env)
-        if self.host_spawn:
-            # The host has its own environment: pass only what was asked for explicitly.
-            command = (["flatpak-spawn", "--host"]
-                       + ["--env=%s=%s" % item for item in sorted(self.extra_env.items())]
-                       + command)
         flags = getattr(subprocess, "CREATE_NO_WINDOW", 0) if sys.platform == "win32" else 0
         try:
             self._process = subprocess.Popen(
@@ -146,10 +153,21 @@ class HelperClient:
         except OSError as error:
             raise HelperError(NOT_INSTALLED, "Cannot start the helper (%s): %s. %s"
                               % (command[0], error, INSTALL_HINT)) from None
+        self._stopped = False
         self._stderr_lines.clear()
         self._stderr_thread = threading.Thread(
             target=self._drain_stderr, args=(self._process.stderr,), daemon=True)
         self._stderr_thread.start()
+
+    def launch_command(self):
+        """The argument list actually started (through flatpak-spawn when host_spawn)."""
+        if not self.host_spawn:
+            return list(self.command)
+        # The host has its own environment: pass only what was asked for explicitly.
+        # --watch-bus: the host process ends when this sandboxed one does.
+        return (["flatpak-spawn", "--host", "--watch-bus"]
+                + ["--env=%s=%s" % item for item in sorted(self.extra_env.items())]
+                + self.command)
 
     def _drain_stderr(self, stream):
         # Keeps the helper from blocking on a full stderr pipe, and remembers the end of it.
@@ -172,6 +190,7 @@ class HelperClient:
         process, self._process = self._process, None
         if process is None:
             return
+        self._stopped = True
         try:
             process.stdin.close()
         except OSError:
@@ -179,8 +198,7 @@ class HelperClient:
         try:
             process.wait(timeout=CLOSE_TIMEOUT)
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            stop(process)
         if self._stderr_thread is not None:
             self._stderr_thread.join(timeout=1.0)
         for stream in (process.stdout, process.stderr):
@@ -197,8 +215,7 @@ class HelperClient:
             try:
                 code = process.wait(timeout=CLOSE_TIMEOUT)
             except subprocess.TimeoutExpired:
-                process.kill()
-                code = process.wait()
+                code = stop(process)
             if self._stderr_thread is not None:
                 self._stderr_thread.join(timeout=1.0)
         message = "The helper stopped unexpectedly (%s" % what
@@ -217,6 +234,9 @@ class HelperClient:
     def _request(self, header, payload=b"", on_progress=None, expect=None):
         """Sends one request and returns (reply header, payload) of its final reply."""
         if self._process is None:
+            if self._stopped:
+                # No silent restart: the model it had loaded is gone with it.
+                raise HelperError(HELPER_DIED, "The helper has stopped; start it again.")
             self.start()
         process = self._process
         try:

@@ -143,12 +143,12 @@ class Server:
             if not isinstance(spec, dict):
                 raise RequestError("bad_request", "'preprocess' must be an object")
             return engine.Engine(file, spec, threads=threads, name=name)
+        except engine.ModelLoadError as error:
+            raise RequestError("model_invalid", str(error)) from None
         except model_fetch.UnknownModel as error:
             raise RequestError("unknown_model", str(error)) from None
         except model_fetch.ModelNotInstalled as error:
             raise RequestError("model_missing", str(error)) from None
-        except engine.ModelLoadError as error:
-            raise RequestError("model_invalid", str(error)) from None
 
     def loaded_reply(self, seconds):
         return {"op": "loaded", "model": self.engine.name, "provider": self.engine.provider,

@@ -1,0 +1,72 @@
+"""How the client finds and starts the helper, and that it never leaves a process behind."""
+
+import json
+import sys
+import time
+
+import pytest
+
+from remove_background import client
+from remove_background.client import HelperClient, HelperError
+
+
+def test_missing_config_says_how_to_install(tmp_path):
+    with pytest.raises(HelperError) as caught:
+        HelperClient.from_config(tmp_path)
+    assert caught.value.kind == client.NOT_INSTALLED
+    assert "python3 install.py" in caught.value.message
+
+
+def test_missing_python_says_how_to_install(tmp_path):
+    (tmp_path / "helper.json").write_text(json.dumps({"python": str(tmp_path / "no" / "python")}))
+    with pytest.raises(HelperError) as caught:
+        HelperClient.from_config(tmp_path)
+    assert caught.value.kind == client.NOT_INSTALLED
+    assert "python3 install.py" in caught.value.message and "no" in caught.value.message
+    (tmp_path / "helper.json").write_text("{not json")
+    with pytest.raises(HelperError) as caught:
+        HelperClient.from_config(tmp_path)
+    assert caught.value.kind == client.NOT_INSTALLED
+
+
+def test_config_starts_the_helper_despite_gimps_environment(tmp_path, monkeypatch):
+    (tmp_path / "helper.json").write_text(json.dumps({"python": sys.executable,
+                                                      "env": {"REMOVE_BACKGROUND_PROVIDER": "cpu"}}))
+    # A bundled GIMP's Python settings: the helper's own Python would not even start with them.
+    monkeypatch.setenv("PYTHONHOME", str(tmp_path / "gimp-bundle"))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "gimp-bundle" / "lib"))
+    monkeypatch.setenv("LD_LIBRARY_PATH", str(tmp_path / "gimp-bundle" / "lib"))
+    with HelperClient.from_config(tmp_path) as helper:
+        assert helper.command == [sys.executable, "-m", "remove_background.serve"]
+        assert helper.hello()["python"] == "%d.%d.%d" % sys.version_info[:3]
+    assert not helper.running
+
+
+def test_flatpak_spawn_command():
+    helper = HelperClient(["/home/me/venv/bin/python", "-m", "remove_background.serve"],
+                          env={"REMOVE_BACKGROUND_MODELS": "/home/me/models"}, host_spawn=True)
+    assert helper.launch_command() == [
+        "flatpak-spawn", "--host", "--watch-bus", "--env=REMOVE_BACKGROUND_MODELS=/home/me/models",
+        "/home/me/venv/bin/python", "-m", "remove_background.serve"]
+    assert HelperClient(["/x"], host_spawn=False).launch_command() == ["/x"]
+
+
+def test_environment_cleaning():
+    env = client.clean_environment({"PATH": "/usr/bin", "PYTHONHOME": "/app", "GI_TYPELIB_PATH": "/app",
+                                    "DYLD_LIBRARY_PATH": "/a", "HOME": "/home/me"})
+    assert env == {"PATH": "/usr/bin", "HOME": "/home/me"}
+
+
+def test_close_ends_a_helper_that_ignores_end_of_input():
+    helper = HelperClient([sys.executable, "-c", "import time; time.sleep(120)"])
+    helper.start()
+    started = time.monotonic()
+    helper.close()
+    assert time.monotonic() - started < client.CLOSE_TIMEOUT + 5
+    assert not helper.running
+
+
+def test_unstartable_command_is_not_installed(tmp_path):
+    with pytest.raises(HelperError) as caught:
+        HelperClient([str(tmp_path / "missing-python")]).start()
+    assert caught.value.kind == client.NOT_INSTALLED
