@@ -860,6 +860,12 @@ def main(argv=None):
         sys.stdout.flush()
         sys.stderr.write("\ninstall.py: error: %s\n" % error)
         return EXIT_ERROR
+    except OSError as error:
+        # A disk that is full or a folder that is not writable, somewhere not foreseen above.
+        sys.stdout.flush()
+        sys.stderr.write("\ninstall.py: error: %s\nFix: free space or make that folder writable, then run "
+                         "install.py again.\n" % error)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         sys.stderr.write("\ninstall.py: interrupted; run it again to finish.\n")
         return 130

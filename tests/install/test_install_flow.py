@@ -1,0 +1,246 @@
+"""install.py end to end in a temporary home: first run, second run, --check, a changed checkout,
+--uninstall.
+
+One home is installed once for the module (venv + pip is the slow part) and the tests run in file
+order on it; the --uninstall tests come last because they take it apart.
+"""
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from conftest import FIXTURES, need
+from install_support import INSTALL, MODEL, ROOT, Home, load_install_module, run_install, seeded_models  # noqa: F401
+
+GIMP_VERSIONS = ("3.0", "3.2")
+PLUGIN_FILES = {
+    "remove-background.py": ROOT / "plugin" / "gimp" / "remove-background.py",
+    "remove_background/__init__.py": ROOT / "plugin" / "remove_background" / "__init__.py",
+    "remove_background/protocol.py": ROOT / "plugin" / "remove_background" / "protocol.py",
+    "remove_background/client.py": ROOT / "plugin" / "remove_background" / "client.py",
+}
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory, seeded_models):
+    """A home with GIMP 3.0, 3.2 and the Flatpak's 3.0, before and after one full install."""
+    need(seeded_models is not None, "the real model %s is not in the model cache (python -m model_fetch fetch %s)"
+         % (MODEL, MODEL))
+    home = Home(tmp_path_factory.mktemp("first"), gimp_versions=GIMP_VERSIONS, flatpak_versions=("3.0",),
+                models=seeded_models)
+    home.before = home.tree()
+    home.first = home.run()
+    print("first run: %.1f s" % home.first.seconds)
+    return home
+
+
+@pytest.fixture(scope="module")
+def second(first):
+    first.after_first = first.tree()
+    first.second = first.run()
+    print("second run: %.1f s" % first.second.seconds)
+    return first
+
+
+def plugin_targets(home):
+    return [(home.plugin_dir(version), False) for version in GIMP_VERSIONS] + \
+           [(home.plugin_dir("3.0", flatpak=True), True)]
+
+
+def test_first_run_makes_a_working_venv(first):
+    assert first.first.code == 0, first.first
+    assert "Successfully installed" in first.first.stdout
+    done = subprocess.run([str(first.python), "-c", "import remove_background, model_fetch, onnxruntime, "
+                           "numpy, PIL; print(remove_background.__version__)"],
+                          stdout=subprocess.PIPE, universal_newlines=True)
+    assert done.returncode == 0
+    assert done.stdout.strip() == load_install_module().project_version()
+    # Installed, not linked to the checkout: the venv's packages live in the venv.
+    done = subprocess.run([str(first.python), "-c", "import model_fetch; print(model_fetch.__file__)"],
+                          stdout=subprocess.PIPE, universal_newlines=True)
+    assert Path(done.stdout.strip()).is_relative_to(first.venv)
+    assert (first.venv / "bin" / "remove-background").is_file()
+
+
+def test_first_run_copies_the_plugin_into_every_gimp_folder(first):
+    for target, flatpak in plugin_targets(first):
+        for name, source in PLUGIN_FILES.items():
+            assert (target / name).read_bytes() == source.read_bytes(), target / name
+        mode = (target / "remove-background.py").stat().st_mode
+        assert mode & stat.S_IXUSR and mode & stat.S_IXOTH
+        config = json.loads((target / "helper.json").read_text())
+        assert config["python"] == str(first.python)
+        assert Path(config["python"]).is_absolute() and os.access(config["python"], os.X_OK)
+        assert config["version"] == load_install_module().project_version()
+        assert config.get("host_spawn", False) is flatpak
+        # GIMP does not inherit the installing shell's model folder, so helper.json carries it.
+        assert config["env"] == {"REMOVE_BACKGROUND_MODELS": str(first.models)}
+        assert sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file()) == \
+            sorted(list(PLUGIN_FILES) + ["helper.json"])
+
+
+def test_the_installed_plugin_reaches_the_helper(first):
+    """What GIMP's side does: the plug-in folder's own client starts the helper named in helper.json."""
+    target = first.plugin_dir("3.2")
+    code = ("import json, sys; sys.dont_write_bytecode = True; sys.path.insert(0, sys.argv[1]);"
+            "from remove_background import client;"
+            "helper = client.HelperClient.from_config(sys.argv[1]);"
+            "print(json.dumps([helper.hello(), helper.models()])); helper.close()")
+    done = subprocess.run([sys.executable, "-c", code, str(target)], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, timeout=120,
+                          env={k: v for k, v in os.environ.items() if k != "REMOVE_BACKGROUND_MODELS"})
+    assert done.returncode == 0, done.stderr
+    hello, models = json.loads(done.stdout)
+    assert hello["helper"] == load_install_module().project_version()
+    assert "CPUExecutionProvider" in hello["providers"]
+    # The model folder reached the helper through helper.json, not through this environment.
+    assert {"name": MODEL, "installed": True}.items() <= \
+        next(m for m in models["models"] if m["name"] == MODEL).items()
+
+
+def test_first_run_proves_it_with_a_real_cutout(first):
+    cutout = first.data / "chelsea.nobg.png"
+    out = first.first.stdout
+    assert "The cut-out of the sample photo is at %s (took " % cutout in out
+    assert "Filters > Remove Background" in out and "restart GIMP" in out
+    with Image.open(str(cutout)) as image, Image.open(str(FIXTURES / "chelsea.png")) as photo:
+        assert image.size == photo.size
+        assert image.mode == "RGBA"
+        alpha = image.getchannel("A")
+        histogram = alpha.histogram()
+    total = sum(histogram)
+    # A cat on a plain background: a good part of the photo is kept, a good part is cut away.
+    assert 0.1 < sum(histogram[:16]) / total < 0.9
+    assert 0.1 < sum(histogram[240:]) / total < 0.9
+
+
+def test_second_run_skips_pip_and_duplicates_nothing(second):
+    run = second.second
+    assert run.code == 0, run
+    assert "sources are unchanged: skipping pip" in run.stdout
+    assert "Successfully installed" not in run.stdout and "Collecting" not in run.stdout
+    assert run.stdout.count("already up to date") == 3
+    after = second.tree()
+    assert sorted(after) == sorted(second.after_first)
+    for target, _ in plugin_targets(second):
+        for name in list(PLUGIN_FILES) + ["helper.json"]:
+            assert after[str(target / name)] == second.after_first[str(target / name)], "rewritten: " + name
+    manifest = json.loads((second.data / "install-manifest.json").read_text())
+    for entries in manifest.values():
+        assert len(entries) == len(set(entries))
+    assert "The cut-out of the sample photo is at" in run.stdout
+
+
+def test_check_reports_a_good_install(second):
+    run = second.run("--check")
+    assert run.code == 0, run
+    out = run.stdout
+    for target, flatpak in plugin_targets(second):
+        assert "%s: installed; helper %s" % (target, second.python) in out
+        assert str(target.parent.parent) in out   # the GIMP folder itself
+    assert "(Flatpak)" in out
+    assert "helper %s" % load_install_module().project_version() in out
+    assert "CPUExecutionProvider" in out
+    assert "%-20s installed, verified" % MODEL in out
+    assert "Everything is in place." in out
+
+
+def test_check_reports_a_folder_without_the_plugin(second, tmp_path):
+    run = second.run("--check", "--plugins-dir", tmp_path)
+    assert run.code == 1, run
+    assert "%s: NOT installed" % (tmp_path / "remove-background") in run.stdout
+    assert "the plug-in is missing from %s" % (tmp_path / "remove-background") in run.stdout
+
+
+def test_plugins_dir_installs_there_only(second, tmp_path):
+    before = second.tree()
+    run = second.run("--plugins-dir", tmp_path / "plug-ins", "--quiet")
+    assert run.code == 0, run
+    target = tmp_path / "plug-ins" / "remove-background"
+    assert (target / "remove-background.py").read_bytes() == PLUGIN_FILES["remove-background.py"].read_bytes()
+    assert json.loads((target / "helper.json").read_text())["python"] == str(second.python)
+    for target, _ in plugin_targets(second):
+        assert "Plug-in in %s" % target not in run.stdout
+    # Only the sample cut-out (written again) and the manifest (which now lists the new folder) changed.
+    changed = {path for path, info in second.tree().items() if before.get(path, "new") != info}
+    assert changed <= {str(second.data / "chelsea.nobg.png"), str(second.data / "install-manifest.json")}
+
+
+def test_changed_sources_are_installed_again(second, tmp_path):
+    copy = tmp_path / "checkout"
+    shutil.copytree(str(ROOT), str(copy), ignore=shutil.ignore_patterns(
+        ".git", "__pycache__", "*.egg-info", "build", ".pytest_cache"))
+    marker = "\n# changed by test_changed_sources_are_installed_again\n"
+    with open(str(copy / "model_fetch" / "__init__.py"), "a") as handle:
+        handle.write(marker)
+    installed = subprocess.run([str(second.python), "-c", "import model_fetch; print(model_fetch.__file__)"],
+                               stdout=subprocess.PIPE, universal_newlines=True).stdout.strip()
+    try:
+        run = second.run("--no-model", "--quiet", "--plugins-dir", tmp_path / "plug-ins",
+                         script=copy / "install.py")
+        assert run.code == 0, run
+        assert Path(installed).read_text().endswith(marker)
+    finally:
+        # The checkout's own sources again, for the tests after this one.
+        run = second.run("--no-model", "--quiet", "--plugins-dir", tmp_path / "plug-ins")
+    assert run.code == 0, run
+    assert Path(installed).read_bytes() == (ROOT / "model_fetch" / "__init__.py").read_bytes()
+
+
+def test_no_gimp_folder_still_installs_the_helper_and_says_where_the_plugin_goes(second, tmp_path):
+    home = Home(tmp_path)   # no GIMP folder at all, and an empty model folder
+    run = home.run("--venv", second.venv, "--no-model")
+    assert run.code == 3, run
+    out = run.stdout
+    assert "skipping pip" in out   # the helper is there (the shared venv)
+    assert "no GIMP 3 user folder was found, so the plug-in is NOT installed" in out
+    assert str(home.home / ".config" / "GIMP" / "3.x") in out
+    assert str(home.home / ".var" / "app" / "org.gimp.GIMP" / "config" / "GIMP" / "3.x") in out
+    assert "python3 install.py --plugins-dir DIR" in out
+    assert "DIR/remove-background/remove-background.py" in out
+    assert "Skipped the proof: --no-model was given and no model is installed" in out
+    assert not list(home.home.rglob("plug-ins"))
+
+
+def test_model_without_network_names_the_offline_route(second, tmp_path):
+    home = Home(tmp_path)   # an empty model folder
+    env = dict(home.env, NPM_CONFIG_REGISTRY="http://127.0.0.1:9/", HTTPS_PROXY="http://127.0.0.1:9",
+               https_proxy="http://127.0.0.1:9")
+    plugins = tmp_path / "plug-ins"
+    run = run_install(["--venv", second.venv, "--plugins-dir", plugins, "--model", "isnet-small"], env)
+    assert run.code == 1, run
+    assert "could not fetch the model isnet-small" in run.stderr
+    assert "%s -m model_fetch import isnet-small FILE" % second.python in run.stderr
+    assert "Traceback" not in run.output
+    # Everything but the model is in place.
+    assert (plugins / "remove-background" / "helper.json").is_file()
+    assert not (home.data / "chelsea.nobg.png").exists()
+
+
+def test_uninstall_leaves_nothing_behind(second):
+    models_before = {path: info for path, info in second.tree().items() if path.startswith(str(second.models))}
+    run = second.run("--uninstall")
+    assert run.code == 0, run
+    assert "Removed the helper's venv %s" % second.venv in run.stdout
+    assert "The models were kept" in run.stdout
+    after = second.tree()
+    # Exactly the home as it was before the first install, and the models untouched.
+    assert {p: i for p, i in after.items() if p.startswith(str(second.home))} == \
+        {p: i for p, i in second.before.items() if p.startswith(str(second.home))}
+    assert {p: i for p, i in after.items() if p.startswith(str(second.models))} == models_before
+
+
+def test_uninstall_purge_models_removes_the_models(second):
+    assert any(second.models.iterdir())
+    run = second.run("--uninstall", "--purge-models")
+    assert run.code == 0, run
+    assert "Removed the models from %s" % second.models in run.stdout
+    assert "Nothing to uninstall" in run.stdout
+    assert not second.models.exists() or not any(second.models.iterdir())
