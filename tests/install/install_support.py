@@ -72,8 +72,10 @@ class Home:
             self.env.pop(name, None)
         self.env["HOME"] = str(self.home)
         self.env["REMOVE_BACKGROUND_MODELS"] = str(self.models)
-        # pip keeps its download cache where it always does, outside the compared home.
-        self.env["XDG_CACHE_HOME"] = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        # The machine's tools keep their folders where they always are, outside the compared home:
+        # pip its download cache, and rustup (which pip's build of the wheel wakes up) its settings.
+        for name, default in (("XDG_CACHE_HOME", ".cache"), ("RUSTUP_HOME", ".rustup"), ("CARGO_HOME", ".cargo")):
+            self.env[name] = os.environ.get(name) or str(Path.home() / default)
 
     @property
     def data(self):
