@@ -44,18 +44,19 @@ def upsample(mask, width, height, depth=1, progress=None):
     small_h, small_w = mask.shape
     scale = 255.0 if depth == 1 else 65535.0
     out = np.empty((height, width), np.uint8 if depth == 1 else np.uint16)
-    source = Image.fromarray(np.ascontiguousarray(mask, np.float32), "F")
+    # Scaled and offset before resizing (bilinear weights sum to 1, so this commutes):
+    # each band then only needs truncating to integers, which rounds.
+    scaled = np.clip(mask, 0, 1).astype(np.float32) * np.float32(scale)
+    scaled += np.float32(0.5)
+    source = Image.fromarray(scaled, "F")
     band = max(1, min(height, BAND_PIXELS // max(width, 1)))
     row_scale = small_h / height
     for top in range(0, height, band):
         bottom = min(height, top + band)
         # The band's own source box: the filter windows match those of one whole resize.
         box = (0.0, top * row_scale, float(small_w), bottom * row_scale)
-        part = np.asarray(source.resize((width, bottom - top), Image.Resampling.BILINEAR, box=box))
-        part = part * scale
-        part += 0.5
-        np.clip(part, 0, scale, out=part)
-        out[top:bottom] = part                    # truncation of x + 0.5: rounding
+        part = source.resize((width, bottom - top), Image.Resampling.BILINEAR, box=box)
+        out[top:bottom] = np.asarray(part)
         if progress is not None:
             progress(bottom / height)
     return out

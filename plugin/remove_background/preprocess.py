@@ -67,27 +67,26 @@ def resize_bilinear_point(pixels, width, height):
     y2 = np.minimum(np.ceil(src_y).astype(np.intp), src_h - 1)
     dx = (src_x - x1)[np.newaxis, :]
     dy = (src_y - y1)[:, np.newaxis]
-    # The reference's weights: (1-dx)*(1-dy), dx*(1-dy), (1-dx)*dy, dx*dy.
-    w1 = (1 - dx) * (1 - dy)
-    w2 = dx * (1 - dy)
-    w3 = (1 - dx) * dy
-    w4 = dx * dy
-    rows1, rows2 = y1[:, np.newaxis], y2[:, np.newaxis]
+    # The reference's terms, in its order: (1-dx)*(1-dy)*p1 + dx*(1-dy)*p2 + (1-dx)*dy*p3 + dx*dy*p4
+    weights = ((1 - dx) * (1 - dy), dx * (1 - dy), (1 - dx) * dy, dx * dy)
+    flat = np.ascontiguousarray(pixels).reshape(-1)
+    row_stride = src_w * channels
+    corners = [ys[:, np.newaxis] * row_stride + xs[np.newaxis, :] * channels
+               for ys, xs in ((y1, x1), (y1, x2), (y2, x1), (y2, x2))]
     out = np.empty((height, width, 3 if channels >= 3 else 1), np.uint8)   # grey: channel 0
+    value = np.empty((height, width))
+    term = np.empty((height, width))
     for c in range(out.shape[2]):
-        plane = pixels[:, :, c]
-        value = w1 * plane[rows1, x1]
-        value += w2 * plane[rows1, x2]
-        value += w3 * plane[rows2, x1]
-        value += w4 * plane[rows2, x2]
-        out[:, :, c] = js_round(value)
+        np.multiply(weights[0], flat.take(corners[0] + c), out=value)
+        for weight, corner in zip(weights[1:], corners[1:]):
+            np.multiply(weight, flat.take(corner + c), out=term)
+            value += term
+        # Math.round (halves up), in place: floor, plus one where the fraction is >= 0.5.
+        rounded = np.floor(value)
+        np.subtract(value, rounded, out=term)
+        rounded += term >= 0.5
+        out[:, :, c] = rounded
     return out
-
-
-def js_round(value):
-    """JavaScript's Math.round for non-negative doubles: halves go up, no x + 0.5 rounding error."""
-    floor = np.floor(value)
-    return floor + (value - floor >= 0.5)
 
 
 def resize_pillow(pixels, width, height, resample):
@@ -121,17 +120,18 @@ def model_input(pixels, preprocess):
         small = resize_bilinear_point(pixels, width, height)
     else:
         small = resize_pillow(pixels, width, height, PILLOW_FILTERS[resize])
-    if small.shape[2] == 1:
-        small = np.repeat(small, 3, axis=2)          # grey -> RGB, as Pillow's convert("RGB")
-    if preprocess["channel_order"] == "BGR":
-        small = small[:, :, ::-1]
     # Double precision, then one rounding to float32: what both references compute.
-    values = small.astype(np.float64)
     divide_by = preprocess["divide_by"]
     if divide_by == "max":
-        values /= max(float(values.max()), 1e-6)
-    elif divide_by != 1:
-        values /= divide_by
-    values -= np.asarray(preprocess["mean"], np.float64)
-    values /= np.asarray(preprocess["std"], np.float64)
-    return np.ascontiguousarray(values.transpose(2, 0, 1)[np.newaxis], dtype=np.float32)
+        divide_by = max(float(small.max()), 1e-6)
+    order = (0, 1, 2) if preprocess["channel_order"] == "RGB" else (2, 1, 0)
+    tensor = np.empty((1, 3, height, width), np.float32)
+    for index, colour in enumerate(order):
+        # Grey has one channel: it is R, G and B (as Pillow's convert("RGB")).
+        values = small[:, :, colour if small.shape[2] == 3 else 0].astype(np.float64)
+        if divide_by != 1:
+            values /= divide_by
+        values -= preprocess["mean"][index]
+        values /= preprocess["std"][index]
+        tensor[0, index] = values
+    return tensor

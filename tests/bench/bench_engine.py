@@ -1,0 +1,223 @@
+#!/usr/bin/env python3
+"""Speed and memory of the helper against bare onnxruntime inference (a script, not a test).
+
+    python tests/bench/bench_engine.py [--model-file FILE] [--runs N]
+
+Prints, for a 12-megapixel photo and for a 1024 x 1024 one (the model's own size):
+  * bare inference: onnxruntime's run() on the ready tensor, nothing else;
+  * the helper end to end as GIMP uses it (pixels sent down the pipe -> mask back),
+    and the command line's (file decoded -> mask PNG written), with their ratio to bare;
+  * a batch of 5 photos in one serve session (one model load) against 5 x bare;
+  * the helper's peak memory above what the loaded model itself takes, up to 50 megapixels.
+Targets: end to end <= 1.10 x bare on 12 MP; one model load per batch; 50 MP peak
+<= 1.5 GB above the model's own.
+
+Times are the best of N runs (the machine may be busy with other work); the median follows.
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+FIXTURES = ROOT / "tests" / "fixtures"
+MODEL = "isnet"
+DEV_MODEL = Path("/tmp/npmpkg/medium.onnx")
+SERVE = [sys.executable, "-m", "remove_background.serve"]
+MB = 1024 * 1024
+
+sys.path.insert(0, str(ROOT / "plugin"))
+sys.path.insert(0, str(ROOT))
+
+from remove_background import cli, engine, preprocess  # noqa: E402
+from remove_background.client import HelperClient  # noqa: E402
+
+
+def model_file(explicit):
+    if explicit:
+        return Path(explicit)
+    try:
+        import model_fetch
+
+        return model_fetch.installed_path(MODEL)
+    except Exception as error:  # not installed, or model_fetch missing
+        if DEV_MODEL.exists():
+            return DEV_MODEL
+        sys.exit("no %s model: %s" % (MODEL, error))
+
+
+def model_preprocess():
+    registry = json.loads((ROOT / "model_fetch" / "registry.json").read_text())
+    return registry["models"][MODEL]["preprocess"]
+
+
+def photo(name, width, height, folder, fmt="png"):
+    """A fixture stretched to width x height, saved once in ``folder``."""
+    path = Path(folder) / ("%s_%dx%d.%s" % (Path(name).stem, width, height, fmt))
+    if not path.exists():
+        image = Image.open(FIXTURES / name).convert("RGB")
+        image = image.resize((width, height), Image.Resampling.BICUBIC)
+        image.save(path, **({"compress_level": 1} if fmt == "png" else {"quality": 92}))
+    return path
+
+
+def timed(function, runs):
+    times = []
+    result = None
+    for _ in range(runs):
+        started = time.perf_counter()
+        result = function()
+        times.append(time.perf_counter() - started)
+    return min(times), statistics.median(times), result
+
+
+def peak_rss(pid):
+    """The process's peak resident memory (VmHWM), in bytes; None where /proc is missing."""
+    try:
+        with open("/proc/%d/status" % pid) as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def line(label, best, median, bare=None):
+    ratio = "   x%.3f of bare" % (best / bare) if bare else ""
+    print("  %-44s %7.3f s  (median %.3f)%s" % (label, best, median, ratio))
+
+
+def pixels_of(path):
+    return cli.pixels_of(cli.load_image(path))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-file")
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    path = model_file(args.model_file)
+    spec = model_preprocess()
+    runs = args.runs
+    folder = Path(tempfile.mkdtemp(prefix="bench_engine_"))
+    print("model %s (%s), %d cores, onnxruntime %s" % (MODEL, path, engine.cpu_count(),
+                                                      engine.onnxruntime.__version__))
+
+    local = engine.Engine(path, spec, name=MODEL)
+    print("provider %s, %d threads\n" % (local.provider, local.threads))
+    sizes = {"12 MP (4000x3000)": (4000, 3000), "1024x1024": (1024, 1024)}
+    bare = {}
+
+    with HelperClient(SERVE) as helper:
+        loaded = helper.load(MODEL, file=str(path), preprocess=spec)
+        for label, (width, height) in sizes.items():
+            source = photo("chelsea.png", width, height, folder)
+            pixels = pixels_of(source)
+            tensor = preprocess.model_input(pixels, spec)
+            local.infer(tensor)                                  # warm-up
+            best, median, _ = timed(lambda: local.infer(tensor), runs)
+            bare[label] = best
+            print(label)
+            line("bare onnxruntime run()", best, median)
+            data = pixels.tobytes()
+            helper.process(width, height, 3, data)               # warm-up
+            best, median, _ = timed(lambda: helper.process(width, height, 3, data), runs)
+            line("serve: pixels down the pipe -> mask back", best, median, bare[label])
+            for fmt in ("png", "jpg"):
+                source = photo("chelsea.png", width, height, folder, fmt)
+                target = folder / ("out_%s.png" % fmt)
+                best, median, _ = timed(
+                    lambda: cli.process_file(local, source, target, True, None), runs)
+                line("command: %s decoded -> mask PNG written" % fmt.upper(), best, median, bare[label])
+            best, median, _ = timed(
+                lambda: cli.process_file(local, source, folder / "cut.png", False, None), runs)
+            line("command: JPEG decoded -> cut-out PNG written", best, median, bare[label])
+            print()
+
+    # A batch of five 12 MP photos, one session, one load.
+    label = "12 MP (4000x3000)"
+    batch = [pixels_of(photo(name, 4000, 3000, folder)).tobytes()
+             for name in ("chelsea.png", "coffee.png", "astronaut.png")]
+    batch += batch[:2]
+    started = time.perf_counter()
+    with HelperClient(SERVE) as helper:
+        loaded = helper.load(MODEL, file=str(path), preprocess=spec)
+        first = time.perf_counter()
+        for data in batch:
+            helper.process(4000, 3000, 3, data)
+        masks = time.perf_counter() - first
+        again = helper.load(MODEL, file=str(path), preprocess=spec)
+    total = time.perf_counter() - started
+    print("batch of 5 x 12 MP in one serve session (start, load once, 5 masks, exit)")
+    print("  total %.2f s = x%.3f of 5 x bare (%.2f s); the 5 masks alone %.2f s = x%.3f"
+          % (total, total / (5 * bare[label]), 5 * bare[label], masks, masks / (5 * bare[label])))
+    print("  model loaded once: %.2f s; asking again for the same model: %.2f s"
+          % (loaded["seconds"], again["seconds"]))
+    print()
+
+    # Peak memory of the helper process (the GIMP path) above the loaded, warmed-up model.
+    print("helper peak memory above the model's own (VmHWM after a 1024x1024 warm-up)")
+    with HelperClient(SERVE) as helper:
+        helper.load(MODEL, file=str(path), preprocess=spec)
+        for _ in range(2):     # onnxruntime settles its memory over the first runs
+            helper.process(1024, 1024, 3, bytes(1024 * 1024 * 3))
+        base = peak_rss(helper.pid)
+        if base is None:
+            print("  (no /proc here: memory not measured)")
+        else:
+            print("  model loaded and run twice: %d MB" % (base // MB))
+            for megapixels, (width, height), channels in ((12, (4000, 3000), 4), (50, (8660, 5774), 4)):
+                pixels = np.empty((height, width, channels), np.uint8)
+                pixels[...] = np.arange(width, dtype=np.uint8)[np.newaxis, :, np.newaxis]
+                data = pixels.tobytes()
+                del pixels
+                helper.process(width, height, channels, data)
+                del data
+                print("  %d MP RGBA (%dx%d): peak +%d MB" % (
+                    megapixels, width, height, (peak_rss(helper.pid) - base) // MB))
+    print()
+    print("command line peak memory above the model's own, 50 MP PNG -> cut-out PNG")
+    source = photo("chelsea.png", 8660, 5774, folder)
+    code = """if True:
+        import json, sys
+        from pathlib import Path
+        sys.path.insert(0, sys.argv[5])
+        from remove_background import cli, engine
+        from bench_engine import peak_rss
+        import os
+        spec = json.loads(sys.argv[2])
+        local = engine.Engine(sys.argv[1], spec)
+        for _ in range(2):
+            local.mask(__import__("numpy").zeros((1024, 1024, 3), "uint8"))
+        base = peak_rss(os.getpid())
+        cli.process_file(local, Path(sys.argv[3]), Path(sys.argv[4]), False, None)
+        print(base, peak_rss(os.getpid()))
+    """
+    result = subprocess.run([sys.executable, "-c", code, str(path), json.dumps(spec), str(source),
+                             str(folder / "cut50.png"), str(Path(__file__).resolve().parent)],
+                            capture_output=True, text=True,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT / "plugin")))
+    if result.returncode != 0:
+        print("  failed:", result.stderr.strip().splitlines()[-1:])
+    elif "None" in result.stdout:
+        print("  (no /proc here: memory not measured)")
+    else:
+        base, peak = (int(v) for v in result.stdout.split())
+        print("  model loaded and run twice: %d MB; 50 MP: peak +%d MB" % (base // MB, (peak - base) // MB))
+    print("\n(bench files in %s)" % folder)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
