@@ -1,0 +1,203 @@
+"""The remove-background command on generated images, with a tiny model whose mask is the
+image's red channel (so every expected alpha value is known in advance)."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from onnx_models import model_dir, red_mask_onnx  # noqa: F401 (fixtures)
+from remove_background import cli
+
+RED_BANDS = (0, 100, 200, 255)
+BAND = 64
+
+
+@pytest.fixture
+def run(red_mask_onnx, capsys):  # noqa: F811
+    """Runs the command in this process; returns (exit status, stderr)."""
+    def run_command(*args):
+        status = cli.main([str(arg) for arg in args]
+                          + ["--model", "isnet", "--model-file", str(red_mask_onnx), "--threads", "1"])
+        return status, capsys.readouterr().err
+    return run_command
+
+
+def banded(height=32, channels=3):
+    """Four vertical bands whose red values are RED_BANDS; green and blue vary."""
+    image = np.zeros((height, BAND * len(RED_BANDS), channels), np.uint8)
+    for index, red in enumerate(RED_BANDS):
+        image[:, index * BAND:(index + 1) * BAND, 0] = red
+    if channels >= 3:
+        image[:, :, 1] = np.arange(image.shape[1]) % 256
+        image[:, :, 2] = 77
+    return image
+
+
+def band_values(plane):
+    """The value in the middle of each band (away from the soft edges between them)."""
+    middle = plane.shape[0] // 2
+    return [int(plane[middle, index * BAND + BAND // 2]) for index in range(len(RED_BANDS))]
+
+
+def test_straight_alpha_keeps_colours(tmp_path, run):
+    pixels = banded()
+    Image.fromarray(pixels, "RGB").save(tmp_path / "photo.png")
+    status, err = run(tmp_path / "photo.png")
+    assert status == 0, err
+    result = Image.open(tmp_path / "photo.nobg.png")
+    assert result.mode == "RGBA" and result.size == (BAND * 4, 32)
+    out = np.asarray(result)
+    assert np.array_equal(out[:, :, :3], pixels)                 # not premultiplied: no dark fringe
+    assert band_values(out[:, :, 3]) == list(RED_BANDS)
+    assert "1 done, 0 failed" in err
+
+
+def test_existing_alpha_is_multiplied(tmp_path, run):
+    pixels = banded(channels=4)
+    pixels[:, :, 1:3] = 90
+    pixels[:16, :, 3] = 128
+    pixels[16:, :, 3] = 255
+    Image.fromarray(pixels, "RGBA").save(tmp_path / "layer.png")
+    assert run(tmp_path / "layer.png")[0] == 0
+    out = np.asarray(Image.open(tmp_path / "layer.nobg.png"))
+    assert band_values(out[8:9, :, 3]) == [round(128 * red / 255) for red in RED_BANDS]
+    assert band_values(out[24:25, :, 3]) == list(RED_BANDS)
+    assert np.array_equal(out[:, :, :3], pixels[:, :, :3])
+
+
+def test_mask_only_and_background(tmp_path, run):
+    pixels = banded()
+    Image.fromarray(pixels, "RGB").save(tmp_path / "photo.png")
+    assert run(tmp_path / "photo.png", "--mask-only")[0] == 0
+    mask = Image.open(tmp_path / "photo.mask.png")
+    assert mask.mode == "L" and band_values(np.asarray(mask)) == list(RED_BANDS)
+
+    assert run(tmp_path / "photo.png", "--background", "#00ff00", "-o", tmp_path / "green.png")[0] == 0
+    green = Image.open(tmp_path / "green.png")
+    assert green.mode == "RGB"
+    out = np.asarray(green).astype(int)
+    for index, red in enumerate(RED_BANDS):
+        x = index * BAND + BAND // 2
+        alpha = red / 255
+        expected = pixels[16, x] * alpha + np.array([0, 255, 0]) * (1 - alpha)
+        assert np.abs(out[16, x] - expected).max() <= 1, (red, out[16, x], expected)
+
+
+def test_folders_failures_and_outputs(tmp_path, run):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(banded(), "RGB").save(photos / "a.png")
+    Image.fromarray(banded(), "RGB").save(photos / "b.jpg", quality=95)
+    (photos / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(200))
+    (photos / "notes.txt").write_text("not an image")
+    status, err = run(photos, tmp_path / "missing.png")
+    assert status == 1
+    assert "broken.png" in err and "missing.png" in err
+    assert (photos / "a.nobg.png").exists() and (photos / "b.nobg.png").exists()
+    assert not (photos / "broken.nobg.png").exists() and not (photos / "notes.nobg.png").exists()
+    assert "2 done, 2 failed" in err
+    # A second run does not take the first run's results for inputs.
+    (photos / "broken.png").unlink()
+    status, err = run(photos, "-o", tmp_path / "out")
+    assert status == 0, err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.nobg.png", "b.nobg.png"]
+    jpeg_alpha = np.asarray(Image.open(tmp_path / "out" / "b.nobg.png"))[:, :, 3]
+    assert np.abs(np.array(band_values(jpeg_alpha)) - RED_BANDS).max() <= 3     # JPEG is lossy
+
+
+def test_palette_input(tmp_path, run):
+    rgb = Image.fromarray(banded(), "RGB")
+    palette = rgb.quantize(colors=16)
+    index_of_first = np.asarray(palette)[0, 0]
+    palette.info["transparency"] = int(index_of_first)
+    palette.save(tmp_path / "indexed.png", transparency=int(index_of_first))
+    assert Image.open(tmp_path / "indexed.png").mode == "P"
+    assert run(tmp_path / "indexed.png")[0] == 0
+    out = np.asarray(Image.open(tmp_path / "indexed.nobg.png"))
+    source = np.asarray(palette.convert("RGBA"))
+    transparent = source[:, :, 3] == 0
+    assert transparent.any() and np.all(out[:, :, 3][transparent] == 0)
+    assert np.array_equal(out[:, :, :3], source[:, :, :3])
+    assert band_values(out[:, :, 3])[1:] == list(RED_BANDS[1:])
+
+
+def test_sixteen_bit_grey_input(tmp_path, run):
+    levels = np.array([0, 100, 200, 255], np.uint32)
+    grey16 = np.repeat(levels * 257, BAND)[np.newaxis, :].repeat(16, axis=0).astype(np.uint16)
+    grey16[:, BAND + 5] = 40000                                  # 40000 / 257 = 155.6
+    Image.frombytes("I;16", (grey16.shape[1], grey16.shape[0]), grey16.astype("<u2").tobytes()).save(
+        tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    assert run(tmp_path / "deep.png")[0] == 0
+    out = Image.open(tmp_path / "deep.nobg.png")
+    assert out.mode == "LA"
+    values = np.asarray(out)
+    assert band_values(values[:, :, 0]) == [0, 100, 200, 255]   # scaled, not clipped at 255
+    assert values[8, BAND + 5, 0] == 156
+    assert band_values(values[:, :, 1]) == [0, 100, 200, 255]
+
+
+def test_exif_orientation_is_respected(tmp_path, run):
+    pixels = np.zeros((40, 60, 3), np.uint8)
+    pixels[:, :30, 0] = 255                                      # left half kept
+    image = Image.fromarray(pixels, "RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6                                             # shown turned 90 degrees clockwise
+    image.save(tmp_path / "turned.jpg", exif=exif, quality=95)
+    assert run(tmp_path / "turned.jpg")[0] == 0
+    out = Image.open(tmp_path / "turned.nobg.png")
+    assert out.size == (40, 60)
+    alpha = np.asarray(out)[:, :, 3]
+    assert alpha[:20].min() >= 250 and alpha[40:].max() <= 5     # the left half is now on top
+
+
+def test_single_output_file_and_refusing_to_overwrite_the_input(tmp_path, run):
+    Image.fromarray(banded(), "RGB").save(tmp_path / "photo.png")
+    status, err = run(tmp_path / "photo.png", "-o", tmp_path / "photo.png")
+    assert status == 1 and "overwrite" in err
+    assert Image.open(tmp_path / "photo.png").mode == "RGB"      # the input is untouched
+    assert run(tmp_path / "photo.png", "-o", tmp_path / "sub" / "cut.png")[0] == 0
+    assert Image.open(tmp_path / "sub" / "cut.png").mode == "RGBA"
+
+
+def test_missing_model_names_the_fetch_command(tmp_path):
+    Image.fromarray(banded(), "RGB").save(tmp_path / "photo.png")
+    env = dict(os.environ, REMOVE_BACKGROUND_MODELS=str(tmp_path / "empty-cache"))
+    result = subprocess.run([sys.executable, "-m", "remove_background", str(tmp_path / "photo.png"),
+                             "--model", "isnet"], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 2
+    assert "python -m model_fetch fetch isnet" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "photo.nobg.png").exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="pseudo-terminals are POSIX")
+def test_one_progress_line_per_file_on_a_terminal(tmp_path, red_mask_onnx):  # noqa: F811
+    import pty
+
+    for name in ("one", "two"):
+        Image.fromarray(banded(), "RGB").save(tmp_path / ("%s.png" % name))
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "remove_background", str(tmp_path), "--model", "isnet",
+         "--model-file", str(red_mask_onnx)], stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=terminal)
+    os.close(terminal)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:                                          # the terminal closed
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(controller)
+    assert process.wait(timeout=120) == 0
+    lines = output.decode().splitlines()
+    assert [line.split()[0] for line in lines if line.startswith("[")] == ["[1/2]", "[2/2]"]
+    assert "2 done, 0 failed" in lines[-1]

@@ -1,0 +1,40 @@
+"""The real ISNet weights (IMG.LY's npm package, via model_fetch) on a CC0 photo of a cat."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from onnx_models import FIXTURES, isnet_path  # noqa: F401 (fixture)
+from remove_background import cli, engine
+
+
+@pytest.fixture(scope="module")
+def chelsea_mask(isnet_path):  # noqa: F811
+    runner = engine.load("isnet")                       # through model_fetch, as users get it
+    assert str(runner.path) == str(isnet_path)
+    pixels = cli.pixels_of(cli.load_image(FIXTURES / "chelsea.png"))
+    return pixels, runner.mask(pixels, depth=2).astype(np.float64) / 65535
+
+
+def test_cat_kept_background_removed(chelsea_mask):
+    pixels, mask = chelsea_mask
+    assert mask.shape == pixels.shape[:2] == (300, 451)
+    assert mask[100:200, 150:300].min() > 0.9           # the cat's face and chest
+    for name, corner in (("top left", mask[:30, :30]), ("top right", mask[:30, -30:]),
+                         ("bottom right", mask[-30:, -30:])):
+        assert corner.max() < 0.1, name
+
+
+def test_serve_gives_the_same_mask(chelsea_mask, isnet_path):  # noqa: F811
+    import sys
+
+    from remove_background.client import HelperClient
+
+    pixels, mask = chelsea_mask
+    height, width = mask.shape
+    rgba = np.dstack([pixels, np.full((height, width, 1), 255, np.uint8)])
+    with HelperClient([sys.executable, "-m", "remove_background.serve"]) as helper:
+        assert helper.load("isnet")["model"] == "isnet"
+        data = helper.process(width, height, 4, rgba.tobytes(), mask_depth=2)
+    served = np.frombuffer(data, "<u2").reshape(height, width).astype(np.float64) / 65535
+    assert np.abs(served - mask).max() < 1e-3
