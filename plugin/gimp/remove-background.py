@@ -1,0 +1,494 @@
+#!/usr/bin/env python3
+#   Remove Background for GIMP: Filters > Remove Background...
+#
+#   This program is free software: you can redistribute it and/or modify
+#   it under the terms of the GNU General Public License as published by
+#   the Free Software Foundation; either version 3 of the License, or
+#   (at your option) any later version.
+#
+#   This program is distributed in the hope that it will be useful,
+#   but WITHOUT ANY WARRANTY; without even the implied warranty of
+#   MERCHANTABILITY or FITNESS FOR A PARTICULAR PURPOSE.  See the
+#   GNU General Public License for more details.
+
+"""Masks out the background of the selected layers with a model run by a helper process.
+
+The plug-in only moves pixels: it reads what each layer shows, sends it to the helper
+(remove_background.serve, in its own Python with onnxruntime) and turns the mask it gets
+back into a layer mask or a selection.  Nothing in the image changes until every mask of
+an image has arrived, so a failure or a cancel leaves the image as it was.
+"""
+
+import os
+import sys
+
+PLUG_IN_DIR = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, PLUG_IN_DIR)
+
+import gi
+gi.require_version('Gimp', '3.0')
+from gi.repository import Gimp
+gi.require_version('GimpUi', '3.0')
+from gi.repository import GimpUi
+gi.require_version('Gegl', '0.4')
+from gi.repository import Gegl
+from gi.repository import GObject
+from gi.repository import GLib
+
+from remove_background.client import HelperClient, HelperError, HELPER_DIED, NOT_INSTALLED
+
+PROC_ONE = "plug-in-remove-background"
+PROC_ALL = "plug-in-remove-background-all-images"
+
+# Offered when the helper cannot list its models (not installed yet), so that the
+# procedures still register; running them then says how to install the helper.
+FALLBACK_MODEL = "isnet"
+
+# What the helper gets for each kind of layer: 8-bit, perceptual, the layer's own channels.
+PIXEL_FORMATS = {1: "Y' u8", 2: "Y'A u8", 3: "R'G'B' u8", 4: "R'G'B'A u8"}
+
+# The mask is written linear: a value m then composites at opacity m / max.
+# (Written as "Y'" GIMP would gamma-convert it and the cut-out would come out too dark.)
+MASK_FORMATS = {1: "Y u8", 2: "Y u16"}
+
+EIGHT_BIT = (Gimp.Precision.U8_LINEAR, Gimp.Precision.U8_NON_LINEAR, Gimp.Precision.U8_PERCEPTUAL)
+
+# How much of one layer's progress each part takes.
+SHARE_SEND = 0.05
+SHARE_HELPER = 0.9
+HELPER_STAGES = ("received", "preprocess", "inference", "postprocess")
+
+
+def _(message):
+    return GLib.dgettext(None, message)
+
+
+class Failure(Exception):
+    """Something the user has to fix, worded for them."""
+
+
+# -- talking to the helper ------------------------------------------------------------------
+
+def helper_models():
+    """(names and titles of the installed models, the default name) as the helper reports them."""
+    try:
+        with HelperClient.from_config(PLUG_IN_DIR) as helper:
+            reply = helper.models()
+    except HelperError:
+        return [(FALLBACK_MODEL, FALLBACK_MODEL)], FALLBACK_MODEL
+    models = [(m["name"], m.get("title") or m["name"]) for m in reply.get("models", [])
+              if m.get("installed")]
+    default = reply.get("default") or FALLBACK_MODEL
+    if not models:
+        # None fetched yet: offer the default, whose run then names the fetch command.
+        models = [(default, default)]
+    names = [name for name, _title in models]
+    return models, default if default in names else names[0]
+
+
+def describe(error, python=None, model=None):
+    """The message for a HelperError: what went wrong and what to do about it."""
+    text = error.message
+    if error.kind == "model_missing" and python and "model_fetch fetch" not in text:
+        text += "\nFetch it with:  %s -m model_fetch fetch %s" % (python, model)
+    if error.stderr_tail:
+        text += "\n\nThe helper's last messages:\n" + error.stderr_tail
+    return text
+
+
+class Helper:
+    """One helper process with one model loaded, started on first use, shared by a whole run."""
+
+    def __init__(self, model, threads):
+        self.model = model
+        self.threads = threads
+        self.client = None
+
+    def mask(self, width, height, channels, pixels, mask_depth, on_progress):
+        if self.client is None:
+            client = HelperClient.from_config(PLUG_IN_DIR)
+            client.start()
+            try:
+                client.load(self.model, self.threads)
+            except HelperError:
+                client.close()
+                raise
+            self.client = client
+        try:
+            return self.client.process(width, height, channels, pixels,
+                                       mask_depth=mask_depth, on_progress=on_progress)
+        except HelperError as error:
+            if error.kind == HELPER_DIED:
+                self.client = None  # the next image starts a new one
+            raise
+
+    def close(self):
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+    def error_text(self, error):
+        python = None
+        if error.kind == "model_missing":
+            try:
+                python = HelperClient.from_config(PLUG_IN_DIR).command[0]
+            except HelperError:
+                pass
+        return describe(error, python, self.model)
+
+
+# -- reading the image ----------------------------------------------------------------------
+
+class Job:
+    """One layer and the area of it (layer coordinates) that goes to the helper."""
+
+    def __init__(self, layer, x, y, width, height):
+        self.layer = layer
+        self.x, self.y, self.width, self.height = x, y, width, height
+        self.mask = None
+
+
+def layer_of(drawable):
+    if isinstance(drawable, Gimp.LayerMask):
+        return Gimp.Layer.from_mask(drawable)
+    if isinstance(drawable, Gimp.Layer):
+        return drawable
+    return None
+
+
+def image_label(image):
+    return "%s-%d" % (image.get_name(), image.get_id())
+
+
+def plan(image, drawables):
+    """The jobs for the given drawables of an image; raises Failure when it cannot be done."""
+    if image.get_base_type() == Gimp.ImageBaseType.INDEXED:
+        raise Failure(_("%s is an indexed image. Convert it with Image > Mode > RGB, "
+                        "then run Remove Background again.") % image_label(image))
+    layers = []
+    for drawable in drawables:
+        layer = layer_of(drawable)
+        if layer is not None and layer not in layers:
+            layers.append(layer)
+    if not layers:
+        raise Failure(_("%s has no selected layer.") % image_label(image))
+
+    _ok, has_selection, x1, y1, x2, y2 = Gimp.Selection.bounds(image)
+    jobs = []
+    for layer in layers:
+        width, height = layer.get_width(), layer.get_height()
+        if not has_selection:
+            jobs.append(Job(layer, 0, 0, width, height))
+            continue
+        _ok, off_x, off_y = layer.get_offsets()
+        left, top = max(x1 - off_x, 0), max(y1 - off_y, 0)
+        right, bottom = min(x2 - off_x, width), min(y2 - off_y, height)
+        if right <= left or bottom <= top:
+            raise Failure(_("The selection does not touch the layer \"%s\" in %s.")
+                          % (layer.get_name(), image_label(image)))
+        jobs.append(Job(layer, left, top, right - left, bottom - top))
+    return jobs
+
+
+def mask_depth(image):
+    return 1 if image.get_precision() in EIGHT_BIT else 2
+
+
+def layer_channels(layer):
+    return (1 if layer.is_gray() else 3) + (1 if layer.has_alpha() else 0)
+
+
+def read_pixels(job):
+    """What the layer shows in the job's area (for a group: its projection), 8 bits a channel."""
+    channels = layer_channels(job.layer)
+    rect = Gegl.Rectangle.new(job.x, job.y, job.width, job.height)
+    pixels = job.layer.get_buffer().get(rect, 1.0, PIXEL_FORMATS[channels],
+                                        Gegl.AbyssPolicy.NONE)
+    return channels, pixels
+
+
+# -- writing the result ---------------------------------------------------------------------
+
+def write_mask(drawable, x, y, width, height, mask, depth):
+    """Writes mask bytes (linear, 8 or 16 bits) into a mask or channel at x, y."""
+    buffer = drawable.get_buffer()
+    buffer.set(Gegl.Rectangle.new(x, y, width, height), MASK_FORMATS[depth], mask)
+    buffer.flush()
+    drawable.update(x, y, width, height)
+
+
+def crop(mask, width, depth, left, top, right, bottom):
+    """The part [left, right) x [top, bottom) of a mask that is ``width`` pixels wide."""
+    row = width * depth
+    return b"".join(mask[y * row + left * depth:y * row + right * depth]
+                    for y in range(top, bottom))
+
+
+def apply_as_masks(image, jobs, depth, has_selection):
+    for job in jobs:
+        layer = job.layer
+        if layer.get_mask() is not None:
+            layer.remove_mask(Gimp.MaskApplyMode.DISCARD)
+        mask = layer.create_mask(Gimp.AddMaskType.BLACK)
+        write_mask(mask, job.x, job.y, job.width, job.height, job.mask, depth)
+        layer.add_mask(mask)
+        if has_selection:
+            # Black outside the selection, and faded where the selection is feathered.
+            _ok, off_x, off_y = layer.get_offsets()
+            mask.combine_masks(image.get_selection(), Gimp.ChannelOps.INTERSECT, -off_x, -off_y)
+
+
+def apply_as_selection(image, jobs, depth, has_selection):
+    canvas_w, canvas_h = image.get_width(), image.get_height()
+    saved = Gimp.Selection.save(image) if has_selection else None
+    operation = Gimp.ChannelOps.REPLACE
+    for job in jobs:
+        _ok, off_x, off_y = job.layer.get_offsets()
+        # The job's area in image coordinates, cut to the canvas (channels cannot stick out).
+        left, top = max(off_x + job.x, 0), max(off_y + job.y, 0)
+        right = min(off_x + job.x + job.width, canvas_w)
+        bottom = min(off_y + job.y + job.height, canvas_h)
+        channel = Gimp.Channel.new(image, "Remove Background", canvas_w, canvas_h, 100.0,
+                                   Gegl.Color.new("black"))
+        image.insert_channel(channel, None, 0)
+        if right > left and bottom > top:
+            part = crop(job.mask, job.width, depth,
+                        left - off_x - job.x, top - off_y - job.y,
+                        right - off_x - job.x, bottom - off_y - job.y)
+            write_mask(channel, left, top, right - left, bottom - top, part, depth)
+        image.select_item(operation, channel)
+        image.remove_item(channel)
+        operation = Gimp.ChannelOps.ADD
+    if saved is not None:
+        image.select_item(Gimp.ChannelOps.INTERSECT, saved)
+        image.remove_item(saved)
+
+
+def apply(image, jobs, output):
+    """Puts the masks into the image: one undo step."""
+    _ok, has_selection, _x1, _y1, _x2, _y2 = Gimp.Selection.bounds(image)
+    depth = mask_depth(image)
+    image.undo_group_start()
+    try:
+        if output == "selection":
+            apply_as_selection(image, jobs, depth, has_selection)
+        else:
+            apply_as_masks(image, jobs, depth, has_selection)
+    finally:
+        image.undo_group_end()
+
+
+# -- the run --------------------------------------------------------------------------------
+
+class Progress:
+    """GIMP's progress bar over a known number of layers, each going through the stages."""
+
+    def __init__(self, total_layers):
+        self.total = max(total_layers, 1)
+        self.done = 0
+        self.where = ""
+
+    def layer(self, where):
+        self.where = where
+        self.show(_("Sending"), 0.0)
+
+    def show(self, what, fraction):
+        Gimp.progress_set_text(_("Removing background: %s%s") % (what, self.where))
+        Gimp.progress_update(min((self.done + fraction) / self.total, 1.0))
+
+    def helper(self, stage, fraction):
+        try:
+            index = HELPER_STAGES.index(stage)
+        except ValueError:
+            return
+        within = (index + min(max(float(fraction or 0.0), 0.0), 1.0)) / len(HELPER_STAGES)
+        self.show(stage, SHARE_SEND + SHARE_HELPER * within)
+
+    def layer_done(self):
+        self.done += 1
+        self.show(_("Applying"), 0.0)
+
+
+def masks_for(jobs, image, helper, progress, where):
+    """Runs the helper on every job of an image; the image is not touched."""
+    depth = mask_depth(image)
+    for number, job in enumerate(jobs, 1):
+        progress.layer(where if len(jobs) == 1 else "%s, layer %d of %d" % (where, number, len(jobs)))
+        channels, pixels = read_pixels(job)
+        job.mask = helper.mask(job.width, job.height, channels, pixels, depth, progress.helper)
+        progress.layer_done()
+
+
+def show_dialog(procedure, config, title):
+    GimpUi.init(procedure.get_name())
+    dialog = GimpUi.ProcedureDialog.new(procedure, config, title)
+    dialog.fill(None)
+    accepted = dialog.run()
+    dialog.destroy()
+    return accepted
+
+
+def settings(config):
+    return (config.get_property("model"), config.get_property("output"),
+            config.get_property("threads"))
+
+
+def error_values(procedure, text):
+    return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR, GLib.Error(text))
+
+
+def run_one(procedure, run_mode, image, drawables, config, data):
+    if run_mode == Gimp.RunMode.INTERACTIVE:
+        if not show_dialog(procedure, config, _("Remove Background")):
+            return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
+    model, output, threads = settings(config)
+
+    Gimp.progress_init(_("Removing background"))
+    helper = Helper(model, threads)
+    try:
+        jobs = plan(image, drawables)
+        progress = Progress(len(jobs))
+        masks_for(jobs, image, helper, progress, "")
+    except Failure as failure:
+        return error_values(procedure, str(failure))
+    except HelperError as error:
+        return error_values(procedure, helper.error_text(error))
+    finally:
+        helper.close()
+
+    apply(image, jobs, output)
+    Gimp.progress_update(1.0)
+    Gimp.displays_flush()
+    return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
+
+
+def run_all(procedure, config, data):
+    run_mode = config.get_property("run-mode")
+    if run_mode == Gimp.RunMode.INTERACTIVE:
+        if not show_dialog(procedure, config, _("Remove Background in All Open Images")):
+            return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
+    model, output, threads = settings(config)
+
+    Gimp.progress_init(_("Removing background"))
+    images = sorted(Gimp.get_images(), key=lambda image: image.get_id())
+    work, failed = [], []
+    for image in images:
+        try:
+            work.append((image, plan(image, image.get_selected_layers())))
+        except Failure as failure:
+            failed.append((image, str(failure)))
+
+    progress = Progress(sum(len(jobs) for _image, jobs in work))
+    helper = Helper(model, threads)
+    done = []
+    try:
+        for number, (image, jobs) in enumerate(work, 1):
+            where = _(" (image %d of %d)") % (number, len(work))
+            try:
+                masks_for(jobs, image, helper, progress, where)
+            except HelperError as error:
+                failed.append((image, helper.error_text(error)))
+                progress.done = sum(len(j) for _i, j in work[:number])
+                if error.kind in (NOT_INSTALLED, "model_missing", "unknown_model",
+                                  "model_invalid"):
+                    # Every other image would fail the same way.
+                    for other, _jobs in work[number:]:
+                        failed.append((other, _("Not tried: %s") % error.message))
+                    break
+                continue
+            apply(image, jobs, output)
+            done.append(image)
+    finally:
+        helper.close()
+    Gimp.progress_update(1.0)
+    Gimp.displays_flush()
+
+    summary = summarize(done, failed)
+    if run_mode != Gimp.RunMode.NONINTERACTIVE:
+        Gimp.message(summary)
+    values = procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
+    for index, value in enumerate((GObject.Value(GObject.TYPE_INT, len(done)),
+                                   GObject.Value(GObject.TYPE_INT, len(failed)),
+                                   GObject.Value(GObject.TYPE_STRING, summary)), 1):
+        values.remove(index)
+        values.insert(index, value)
+    return values
+
+
+def summarize(done, failed):
+    lines = [_("Remove Background: %d image(s) done, %d failed.") % (len(done), len(failed))]
+    lines += ["  %s: done" % image_label(image) for image in done]
+    lines += ["  %s: %s" % (image_label(image), reason) for image, reason in failed]
+    return "\n".join(lines)
+
+
+# -- registration ---------------------------------------------------------------------------
+
+def add_arguments(procedure, models, default):
+    choice = Gimp.Choice.new()
+    for number, (name, title) in enumerate(models):
+        choice.add(name, number, title, "")
+    procedure.add_choice_argument("model", _("_Model"), _("The model that finds the subject"),
+                                  choice, default, GObject.ParamFlags.READWRITE)
+    output = Gimp.Choice.new()
+    output.add("mask", 0, _("Layer mask"), _("Add the result as a layer mask"))
+    output.add("selection", 1, _("Selection"), _("Replace the selection with the result"))
+    procedure.add_choice_argument("output", _("_Output"), _("Where the result goes"),
+                                  output, "mask", GObject.ParamFlags.READWRITE)
+    procedure.add_int_argument("threads", _("_Threads"),
+                               _("CPU threads for the model (0: all cores)"),
+                               0, 256, 0, GObject.ParamFlags.READWRITE)
+
+
+class RemoveBackground(Gimp.PlugIn):
+    def do_set_i18n(self, name):
+        return False
+
+    def do_query_procedures(self):
+        return [PROC_ONE, PROC_ALL]
+
+    def do_create_procedure(self, name):
+        if name == PROC_ONE:
+            procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN,
+                                                run_one, None)
+            procedure.set_image_types("*")
+            procedure.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE |
+                                           Gimp.ProcedureSensitivityMask.DRAWABLES)
+            procedure.set_menu_label(_("Remove _Background..."))
+            procedure.set_documentation(
+                _("Mask out the background of the selected layers"),
+                _("Finds the subject of each selected layer with a neural network that runs "
+                  "on this computer and adds a layer mask that hides the rest. Within a "
+                  "selection only the selected area is looked at."),
+                name)
+        elif name == PROC_ALL:
+            procedure = Gimp.Procedure.new(self, name, Gimp.PDBProcType.PLUGIN, run_all, None)
+            procedure.add_enum_argument("run-mode", _("Run mode"), _("The run mode"),
+                                        Gimp.RunMode, Gimp.RunMode.INTERACTIVE,
+                                        GObject.ParamFlags.READWRITE)
+            procedure.set_menu_label(_("Remove Background in _All Open Images..."))
+            procedure.set_documentation(
+                _("Mask out the background of the selected layers of every open image"),
+                _("Like Remove Background, for all open images at once with one model "
+                  "load; each image gets its own undo step. Images that cannot be done are "
+                  "listed at the end and do not stop the others."),
+                name)
+            procedure.add_int_return_value("done", _("Done"), _("Images masked"),
+                                           0, GLib.MAXINT32, 0, GObject.ParamFlags.READWRITE)
+            procedure.add_int_return_value("failed", _("Failed"), _("Images not masked"),
+                                           0, GLib.MAXINT32, 0, GObject.ParamFlags.READWRITE)
+            procedure.add_string_return_value("summary", _("Summary"),
+                                              _("One line per image: done, or why not"),
+                                              "", GObject.ParamFlags.READWRITE)
+        else:
+            return None
+        procedure.add_menu_path("<Image>/Filters")
+        procedure.set_attribution("Remove Background for GIMP contributors",
+                                  "GPL-3.0-or-later", "2025")
+        models, default = helper_models()
+        add_arguments(procedure, models, default)
+        return procedure
+
+
+if __name__ == "__main__":
+    Gimp.main(RemoveBackground.__gtype__, sys.argv)

@@ -1,0 +1,85 @@
+"""What the in-GIMP tests share: a real GIMP 3 with this checkout's plug-in installed.
+
+Each test module runs its in_gimp/ script in one GIMP start (a module-scoped fixture) and
+asserts on what the script recorded; pixels are compared here, with numpy.
+Test modules import the fixtures they use from here.
+"""
+
+import functools
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import need
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import gimp3  # noqa: E402
+
+MODEL = "isnet"
+
+
+@functools.lru_cache(maxsize=None)
+def prepared_gimp():
+    """Once per test session, however many modules ask."""
+    try:
+        return gimp3.prepare(), None
+    except gimp3.Unavailable as reason:
+        return None, str(reason)
+
+
+@pytest.fixture(scope="session")
+def gimp():
+    prepared, reason = prepared_gimp()
+    need(prepared is not None, "no GIMP 3 to test in: %s" % reason)
+    return prepared
+
+
+@pytest.fixture(scope="session")
+def model(gimp):
+    """The real model is in GIMP's model folder (linked from this machine's model cache)."""
+    found = any(gimp.host_path(gimp.models).rglob("%s.onnx" % MODEL))
+    need(found, "the %s model is not downloaded here (python -m model_fetch fetch %s)"
+         % (MODEL, MODEL))
+    return MODEL
+
+
+def load_raw(path, width, height, channels, dtype=np.uint8):
+    data = np.fromfile(path, dtype=dtype)
+    assert data.size == width * height * channels, (path, data.size, width, height, channels)
+    return data.reshape(height, width, channels) if channels > 1 else data.reshape(height, width)
+
+
+CHANNELS = {"Y' u8": 1, "Y'A u8": 2, "R'G'B' u8": 3, "R'G'B'A u8": 4}
+PIL_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+
+
+def cli_masks(gimp, run_dir, cases):
+    """The `remove-background --mask-only` masks of the pixels each case sent, as uint8 arrays.
+
+    ``cases``: {name: result} with "in", "in_format" and "in_size".  One CLI run for all.
+    """
+    inputs = run_dir / "cli-in"
+    outputs = run_dir / "cli-out"
+    inputs.mkdir(exist_ok=True)
+    outputs.mkdir(exist_ok=True)
+    for name, case in cases.items():
+        channels = CHANNELS[case["in_format"]]
+        width, height = case["in_size"]
+        pixels = load_raw(run_dir / case["in"], width, height, channels)
+        Image.fromarray(pixels, PIL_MODES[channels]).save(inputs / (name + ".png"))
+    inner = gimp.runs + "/" + run_dir.name
+    gimp.run([gimp.venv + "/bin/remove-background", inner + "/cli-in", "--mask-only",
+              "--model", MODEL, "-o", inner + "/cli-out"], timeout=900)
+    return {name: np.asarray(Image.open(outputs / (name + ".mask.png")))
+            for name in cases}
+
+
+def run_gimp_script(gimp, script, **params):
+    try:
+        return gimp.run_script(script, params)
+    except subprocess.TimeoutExpired as error:
+        pytest.fail("GIMP did not finish %s in time: %s" % (script, error))
