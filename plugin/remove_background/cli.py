@@ -103,6 +103,11 @@ def output_paths(files, inputs, output, mask_only):
     for path in files:
         folder = Path(output) if output is not None else path.parent
         targets[path] = folder / (path.stem + suffix)
+    # a.png and a.jpg (or two folders' a.png into one OUT) would overwrite each other.
+    taken = [target for target in targets.values()]
+    for path, target in targets.items():
+        if taken.count(target) > 1:
+            targets[path] = target.with_name(path.name + suffix)
     return targets
 
 
@@ -115,7 +120,7 @@ def load_image(path):
         raise InputError(str(error)) from None
     except (OSError, SyntaxError, ValueError) as error:
         raise InputError("not a readable image (%s)" % error) from None
-    image = ImageOps.exif_transpose(image)
+    ImageOps.exif_transpose(image, in_place=True)       # in place: no second full-size copy
     return to_8bit(image)
 
 
@@ -167,10 +172,9 @@ def cut_out(image, mask, background):
         colour_mode = "RGBA" if len(background) == 4 else "RGB"
         base = image.convert(colour_mode) if image.mode != colour_mode else image
         return Image.composite(base, Image.new(colour_mode, image.size, background), alpha_image)
-    result = image.convert("LA" if image.mode in ("L", "LA") else "RGBA") \
-        if image.mode not in ("LA", "RGBA") else image.copy()
-    result.putalpha(alpha_image)
-    return result
+    # putalpha turns L into LA and RGB into RGBA, in place: the image is ours to change.
+    image.putalpha(alpha_image)
+    return image
 
 
 def save_png(image, target):

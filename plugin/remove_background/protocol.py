@@ -11,9 +11,14 @@ Requests (GIMP side -> helper) and the replies they get:
       -> {"op": "hello", "protocol": 1, "helper": VERSION, "python": "3.x.y",
           "onnxruntime": VERSION, "providers": [...]}
   {"op": "models"}
-      -> {"op": "models", "default": NAME, "models": [{"name", "title", "installed"}, ...]}
+      -> {"op": "models", "default": NAME, "models": [{"name", "title", "installed",
+          "description", "license", "commercial_use", "size"}, ...]}
   {"op": "load", "model": NAME, "threads": N}          (threads 0: all cores)
-      -> {"op": "loaded", "model": NAME, "provider": "CPUExecutionProvider", "seconds": S}
+      optional "file": PATH (run that ONNX file, fed as NAME's registry entry says) and,
+      with it, "preprocess": {...} (a registry-style description, for models not in the registry)
+      -> {"op": "loaded", "model": NAME, "provider": "CPUExecutionProvider", "threads": N,
+          "seconds": S}            (S is 0 when that model was already loaded; a failed
+                                    load leaves no model loaded)
   {"op": "process", "width": W, "height": H, "channels": 1|2|3|4,
    "mask_depth": 1|2, "size": W*H*channels} + 8-bit pixels, rows top to bottom
       -> {"op": "progress", "stage": STAGE, "fraction": F}   (zero or more)

@@ -58,13 +58,29 @@ class Server:
                     return 0
                 self.reply(protocol.error_message("bad_header", str(error)))
                 continue
+            size = header.get("size", 0)
             try:
-                payload = protocol.read_payload(self.stdin, header.get("size", 0))
+                payload = protocol.read_payload(self.stdin, size)
             except protocol.ProtocolError as error:
                 # The stream ended inside a payload: nobody is left to answer.
                 print("remove-background: %s" % error, file=sys.stderr)
                 return 0
+            except MemoryError:
+                if not self.skip_bytes(size):
+                    return 0
+                self.reply(protocol.error_message(
+                    "out_of_memory", "Not enough memory to receive %d bytes." % size))
+                continue
             self.handle(header, payload)
+
+    def skip_bytes(self, size):
+        """Reads and drops a payload that does not fit in memory; False if the stream ends first."""
+        while size > 0:
+            chunk = self.stdin.read(min(size, 1 << 20))
+            if not chunk:
+                return False
+            size -= len(chunk)
+        return True
 
     def skip_line(self):
         """Skips the rest of an over-long header line; False if the stream ends first."""

@@ -201,3 +201,12 @@ def test_one_progress_line_per_file_on_a_terminal(tmp_path, red_mask_onnx):  # n
     lines = output.decode().splitlines()
     assert [line.split()[0] for line in lines if line.startswith("[")] == ["[1/2]", "[2/2]"]
     assert "2 done, 0 failed" in lines[-1]
+
+
+def test_same_names_do_not_overwrite_each_other(tmp_path, run):
+    Image.fromarray(banded(), "RGB").save(tmp_path / "a.png")
+    Image.fromarray(banded(), "RGB").save(tmp_path / "a.jpg", quality=95)
+    Image.fromarray(banded(), "RGB").save(tmp_path / "b.png")
+    assert run(tmp_path)[0] == 0
+    assert sorted(p.name for p in tmp_path.glob("*.nobg.png")) == [
+        "a.jpg.nobg.png", "a.png.nobg.png", "b.nobg.png"]
