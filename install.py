@@ -636,15 +636,17 @@ def summarize(places, out, model):
 
 # -- check ----------------------------------------------------------------------------------------
 
-def helper_hello(plugin_dir):
-    """Asks the helper named by the plug-in's helper.json for its versions, the way GIMP's side does."""
+def helper_hello(plugin_dir, config):
+    """Asks the helper named in the plug-in's helper.json for its versions, through the plug-in's own
+    client, as GIMP would (but here on the host, so never through flatpak-spawn)."""
     sys.dont_write_bytecode = True
     sys.path.insert(0, str(plugin_dir))
     try:
         for name in [name for name in sys.modules if name.split(".")[0] == "remove_background"]:
             del sys.modules[name]
         from remove_background import client
-        with client.HelperClient.from_config(str(plugin_dir)) as helper:
+        command = [config["python"], "-m", "remove_background.serve"]
+        with client.HelperClient(command, env=config.get("env"), host_spawn=False) as helper:
             return helper.hello()
     finally:
         sys.path.remove(str(plugin_dir))
@@ -706,7 +708,7 @@ def check(args, places, out):
         if not python or python in hellos:
             continue
         try:
-            hellos[python] = helper_hello(target)
+            hellos[python] = helper_hello(target, config)
         except Exception as error:  # the client's HelperError, or anything the helper did wrong
             hellos[python] = None
             problems.append("the helper %s does not answer: %s" % (python, error))
@@ -739,19 +741,11 @@ def check(args, places, out):
 
     out.always("Models:")
     model_fetch = load_model_fetch()
-    out.always("  folder: %s" % model_fetch.cache_dir())
-    usable = 0
-    for model in model_fetch.models():
-        if not model_fetch.is_installed(model.name):
-            out.always("  %-20s not installed" % model.name)
-            continue
-        if model_fetch.verify(model.name):
-            usable += 1
-            out.always("  %-20s installed, verified" % model.name)
-        else:
-            out.always("  %-20s installed, FAILS verification" % model.name)
-            problems.append("the model %s fails verification: run  python3 -m model_fetch fetch %s" % (
-                model.name, model.name))
+    try:
+        usable = check_models(model_fetch, problems, out)
+    except model_fetch.FetchError as error:
+        usable = 0
+        problems.append("model_fetch cannot list the models: %s" % error)
     if not usable:
         problems.append("no model is installed: run install.py (or  python3 -m model_fetch fetch NAME)")
 
@@ -765,13 +759,34 @@ def check(args, places, out):
     return EXIT_OK
 
 
+def check_models(model_fetch, problems, out):
+    """Reports each model; returns how many are installed and verified."""
+    out.always("  folder: %s" % model_fetch.cache_dir())
+    usable = 0
+    for model in model_fetch.models():
+        if not model_fetch.is_installed(model.name):
+            out.always("  %-20s not installed" % model.name)
+            continue
+        if model_fetch.verify(model.name):
+            usable += 1
+            out.always("  %-20s installed, verified" % model.name)
+        else:
+            out.always("  %-20s installed, FAILS verification" % model.name)
+            problems.append("the model %s fails verification: run  python3 -m model_fetch fetch %s" % (
+                model.name, model.name))
+    return usable
+
+
 # -- uninstall ------------------------------------------------------------------------------------
 
 def purge_models(out):
     model_fetch = load_model_fetch()
     folder = model_fetch.cache_dir()
-    for model in model_fetch.models():
-        model_fetch.remove(model.name)
+    try:
+        for model in model_fetch.models():
+            model_fetch.remove(model.name)
+    except model_fetch.FetchError as error:
+        raise InstallError("cannot remove the models from %s: %s\nFix: delete that folder by hand." % (folder, error))
     try:
         folder.rmdir()
     except OSError:

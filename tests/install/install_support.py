@@ -7,7 +7,6 @@ across its tests; the tests that need a venv of their own make one.
 
 import importlib.util
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -119,14 +118,16 @@ def installed_model_file():
 
 
 def seed_models(folder):
-    """Puts the real model into ``folder`` the way a user would (model_fetch import), without network."""
+    """Puts the real model into ``folder`` the way `model_fetch import` does, without network."""
     source = installed_model_file()
     if source is None:
         return False
-    env = dict(os.environ, REMOVE_BACKGROUND_MODELS=str(folder))
-    done = subprocess.run([sys.executable, "-m", "model_fetch", "import", MODEL, str(source)], cwd=str(ROOT),
-                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
-    assert done.returncode == 0, done.stdout
+    sys.path.insert(0, str(ROOT))
+    try:
+        import model_fetch
+        model_fetch.Store(cache_dir=folder).import_file(MODEL, source)
+    finally:
+        sys.path.remove(str(ROOT))
     return True
 
 
