@@ -64,12 +64,16 @@ def check_url(url):
     raise _Fatal("refused: only https is allowed (plain http only to this computer's loopback address)")
 
 
+class _RefusedRedirect(urllib.error.URLError):
+    pass
+
+
 class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         try:
             check_url(newurl)
         except _Fatal as exc:
-            raise urllib.error.URLError("redirect to %s %s" % (newurl, exc)) from None
+            raise _RefusedRedirect("redirect to %s %s" % (newurl, exc)) from None
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
@@ -91,6 +95,8 @@ def _open(url, headers, timeout):
         if exc.code in (408, 425, 429) or exc.code >= 500:
             raise _Retryable(message) from None
         raise _Fatal(message) from None
+    except _RefusedRedirect as exc:
+        raise _Fatal(exc.reason) from None
     except urllib.error.URLError as exc:
         raise _classify(exc.reason) from None
     except (OSError, http.client.HTTPException) as exc:
