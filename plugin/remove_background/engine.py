@@ -129,14 +129,14 @@ class Engine:
         height, width = pixels.shape[:2]
         report = progress or (lambda stage, fraction: None)
         report("preprocess", 0.0)
-        tensor = preprocess.model_input(pixels, self.preprocess)
+        tensor = preprocess.model_input(pixels, self.preprocess, self.threads)
         report("inference", 0.0)
         output = self.infer(tensor)
         del tensor
         report("postprocess", 0.0)
         small = postprocess.mask_from_output(output, self.preprocess)
         del output
-        return postprocess.upsample(small, width, height, depth,
+        return postprocess.upsample(small, width, height, depth, workers=self.threads,
                                     progress=lambda fraction: report("postprocess", fraction))
 
 

@@ -1,7 +1,11 @@
 """From a model's raw output to the mask at the image's own size."""
 
+import threading
+
 import numpy as np
 from PIL import Image
+
+from . import parallel
 
 # Rows of the full-size mask computed at once: bounds the float scratch memory
 # (BAND_PIXELS float32 values) whatever the image size.
@@ -34,12 +38,12 @@ def mask_from_output(output, preprocess):
     return mask
 
 
-def upsample(mask, width, height, depth=1, progress=None):
+def upsample(mask, width, height, depth=1, progress=None, workers=1):
     """The float 0..1 mask -> (height, width) uint8 (depth 1) or uint16 (depth 2).
 
     Bilinear on the float mask (pixel centres aligned, Pillow's triangle filter, which
     also averages properly when shrinking): no ringing or halos, unlike Lanczos.
-    Done in horizontal bands so that a 16000x16000 image needs only a band of floats.
+    Done in horizontal bands so that a 16000x16000 image needs only a few bands of floats.
     """
     small_h, small_w = mask.shape
     scale = 255.0 if depth == 1 else 65535.0
@@ -51,12 +55,20 @@ def upsample(mask, width, height, depth=1, progress=None):
     source = Image.fromarray(scaled, "F")
     band = max(1, min(height, BAND_PIXELS // max(width, 1)))
     row_scale = small_h / height
-    for top in range(0, height, band):
-        bottom = min(height, top + band)
-        # The band's own source box: the filter windows match those of one whole resize.
-        box = (0.0, top * row_scale, float(small_w), bottom * row_scale)
-        part = source.resize((width, bottom - top), Image.Resampling.BILINEAR, box=box)
-        out[top:bottom] = np.asarray(part)
-        if progress is not None:
-            progress(bottom / height)
+    done = [0]
+    lock = threading.Lock()
+
+    def bands(start, stop):
+        for top in range(start, stop, band):
+            bottom = min(stop, top + band)
+            # The band's own source box: the filter windows match those of one whole resize.
+            box = (0.0, top * row_scale, float(small_w), bottom * row_scale)
+            part = source.resize((width, bottom - top), Image.Resampling.BILINEAR, box=box)
+            out[top:bottom] = np.asarray(part)
+            with lock:                  # one progress report at a time, whichever thread
+                done[0] += bottom - top
+                if progress is not None:
+                    progress(done[0] / height)
+
+    parallel.for_row_blocks(height, bands, workers)
     return out

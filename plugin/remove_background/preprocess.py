@@ -13,6 +13,8 @@ model-sized result becomes float.
 import numpy as np
 from PIL import Image
 
+from . import parallel
+
 PILLOW_FILTERS = {
     "nearest": Image.Resampling.NEAREST,
     "box": Image.Resampling.BOX,
@@ -50,7 +52,7 @@ def check(preprocess):
         raise ValueError("activation must be none or sigmoid")
 
 
-def resize_bilinear_point(pixels, width, height):
+def resize_bilinear_point(pixels, width, height, workers=1):
     """IMG.LY's tensorResizeBilinear, reproduced exactly, for the colour channels (grey: 1).
 
     For each output pixel: srcX = x * (srcWidth / width) (no half-pixel offset),
@@ -67,25 +69,30 @@ def resize_bilinear_point(pixels, width, height):
     y2 = np.minimum(np.ceil(src_y).astype(np.intp), src_h - 1)
     dx = (src_x - x1)[np.newaxis, :]
     dy = (src_y - y1)[:, np.newaxis]
-    # The reference's terms, in its order: (1-dx)*(1-dy)*p1 + dx*(1-dy)*p2 + (1-dx)*dy*p3 + dx*dy*p4
-    weights = ((1 - dx) * (1 - dy), dx * (1 - dy), (1 - dx) * dy, dx * dy)
     flat = np.ascontiguousarray(pixels).reshape(-1)
     row_stride = src_w * channels
-    corners = [ys[:, np.newaxis] * row_stride + xs[np.newaxis, :] * channels
-               for ys, xs in ((y1, x1), (y1, x2), (y2, x1), (y2, x2))]
     out = np.empty((height, width, 3 if channels >= 3 else 1), np.uint8)   # grey: channel 0
-    value = np.empty((height, width))
-    term = np.empty((height, width))
-    for c in range(out.shape[2]):
-        np.multiply(weights[0], flat.take(corners[0] + c), out=value)
-        for weight, corner in zip(weights[1:], corners[1:]):
-            np.multiply(weight, flat.take(corner + c), out=term)
-            value += term
-        # Math.round (halves up), in place: floor, plus one where the fraction is >= 0.5.
-        rounded = np.floor(value)
-        np.subtract(value, rounded, out=term)
-        rounded += term >= 0.5
-        out[:, :, c] = rounded
+
+    def rows(start, stop):
+        ry = dy[start:stop]
+        # The reference's terms, in its order: (1-dx)*(1-dy)*p1 + dx*(1-dy)*p2 + (1-dx)*dy*p3 + dx*dy*p4
+        weights = ((1 - dx) * (1 - ry), dx * (1 - ry), (1 - dx) * ry, dx * ry)
+        corners = [ys[start:stop, np.newaxis] * row_stride + xs[np.newaxis, :] * channels
+                   for ys, xs in ((y1, x1), (y1, x2), (y2, x1), (y2, x2))]
+        value = np.empty((stop - start, width))
+        term = np.empty((stop - start, width))
+        for c in range(out.shape[2]):
+            np.multiply(weights[0], flat.take(corners[0] + c), out=value)
+            for weight, corner in zip(weights[1:], corners[1:]):
+                np.multiply(weight, flat.take(corner + c), out=term)
+                value += term
+            # Math.round (halves up), in place: floor, plus one where the fraction is >= 0.5.
+            rounded = np.floor(value)
+            np.subtract(value, rounded, out=term)
+            rounded += term >= 0.5
+            out[start:stop, :, c] = rounded
+
+    parallel.for_row_blocks(height, rows, workers)
     return out
 
 
@@ -112,12 +119,12 @@ def resize_pillow(pixels, width, height, resample):
     return out[:, :, :3]
 
 
-def model_input(pixels, preprocess):
+def model_input(pixels, preprocess, workers=1):
     """(H, W, C) uint8 with C in 1..4 -> float32 tensor (1, 3, h, w) for the model."""
     width, height = preprocess["input_size"]
     resize = preprocess["resize"]
     if resize == "bilinear-point":
-        small = resize_bilinear_point(pixels, width, height)
+        small = resize_bilinear_point(pixels, width, height, workers)
     else:
         small = resize_pillow(pixels, width, height, PILLOW_FILTERS[resize])
     # Double precision, then one rounding to float32: what both references compute.

@@ -97,6 +97,10 @@ def test_upsampling_in_bands_equals_one_pass(monkeypatch):
     assert len(fractions) == 54 and fractions[-1] == 1.0
     # Pillow computes each band's filter from float box edges: at most 1 / 65535 apart.
     assert np.abs(banded.astype(int) - whole.astype(int)).max() <= 1
+    fractions.clear()
+    threaded = postprocess.upsample(mask, 531, 377, depth=2, progress=fractions.append, workers=3)
+    assert np.abs(threaded.astype(int) - whole.astype(int)).max() <= 1
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0   # reported in order, to the end
 
 
 def test_shrinking_and_sixteen_bit_values():

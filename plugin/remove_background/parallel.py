@@ -1,0 +1,18 @@
+"""Spreading row-wise numpy and Pillow work over the cores (both release the GIL)."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+
+def for_row_blocks(rows, work, workers, min_rows=32):
+    """Calls work(start, stop) for consecutive blocks covering rows 0..rows, in parallel.
+
+    Each block's result goes to its own rows, so the order of completion does not matter.
+    """
+    blocks = max(1, min(workers, rows // min_rows))
+    if blocks == 1:
+        work(0, rows)
+        return
+    edges = [rows * index // blocks for index in range(blocks + 1)]
+    with ThreadPoolExecutor(max_workers=blocks) as pool:
+        for future in [pool.submit(work, start, stop) for start, stop in zip(edges, edges[1:])]:
+            future.result()             # re-raises a block's error here
