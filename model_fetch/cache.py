@@ -15,6 +15,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from .errors import FetchError
+
 ENV_VAR = "REMOVE_BACKGROUND_MODELS"
 _BLOCK = 1 << 20
 
@@ -94,8 +96,12 @@ def locked(lock_path: Path, on_wait=None):
     The OS drops the lock when its holder dies, so a crashed fetch never blocks the next one.
     The lock file itself stays: deleting it would let two processes lock two different files.
     """
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+b") as f:
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(lock_path, "a+b")
+    except OSError as exc:
+        raise FetchError("cannot use the model folder %s: %s" % (lock_path.parent, exc)) from None
+    with f:
         if sys.platform == "win32":
             import msvcrt
             waited = False

@@ -219,9 +219,10 @@ def _download_once(url, part_path, size, progress, label, settings):
                     if progress:
                         progress(label, have, total)
         except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise DiskFull("disk full while writing %s (%d bytes kept there; free some space and run "
-                               "the same command again to resume)" % (part_path, _size(part_path))) from None
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise DiskFull("no room to write %s: %s. The %d bytes received are kept there; free some space "
+                               "and run the same command again to resume."
+                               % (part_path, exc.strerror, _size(part_path))) from None
             raise DownloadError("cannot write %s: %s" % (part_path, exc), [url]) from None
     if total is not None and have < total:
         raise _Retryable("connection closed after %d of %d bytes" % (have, total))

@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 
+from conftest import need
 from model_fetch.cli import ConsoleProgress
 from mf_support import entry, payload, write_registry
 from mf_support import server  # noqa: F401  (fixture)
@@ -98,3 +99,25 @@ def test_terminal_progress_bar_shows_bytes_rate_and_time_left():
     last = stream.getvalue().split("\r")[-1]
     assert "[############------------]  50%" in last
     assert "5.0 MB/10.0 MB" in last and "MB/s" in last and "ETA 0:0" in last
+
+
+def test_full_disk_is_a_clear_error_and_the_next_run_resumes(server, tmp_path):
+    # A real write failure: the child may not grow any file past 200 kB (RLIMIT_FSIZE, EFBIG).
+    need(sys.platform != "win32", "RLIMIT_FSIZE (the resource module) exists only on POSIX systems")
+    import resource
+    data = payload("disk")
+    registry = write_registry(tmp_path, {"m": entry("m.onnx", data, [server.add("/m.onnx", data)])})
+    command = [sys.executable, "-m", "model_fetch", "--registry", str(registry),
+               "--cache-dir", str(tmp_path / "cache"), "fetch", "m"]
+    limited = subprocess.run(command, capture_output=True, text=True, timeout=60,
+                             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000)))
+    assert limited.returncode == 1
+    assert "no room to write" in limited.stderr and "run the same command again to resume" in limited.stderr
+    part = tmp_path / "cache" / "m.onnx.part"
+    kept = part.stat().st_size
+    assert 0 < kept <= 200_000 and part.read_bytes() == data[:kept]
+    assert not (tmp_path / "cache" / "m.onnx").exists()
+    again = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert server.gets("/m.onnx")[-1] == "bytes=%d-" % kept
+    assert (tmp_path / "cache" / "m.onnx").read_bytes() == data
