@@ -8,7 +8,6 @@ as installed only while its verification stamp still matches it; partial data li
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
