@@ -44,6 +44,7 @@ import shutil  # noqa: E402
 import stat  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -190,34 +191,45 @@ class Output:
         print(text, flush=True)
 
 
-def run_tee(command, echo, env=None, timeout=None):
-    """Runs a command, echoing its output as it comes when ``echo``; returns (exit code, output)."""
+def venv_folder(command):
+    """The folder to run a venv's program in: its venv, where no package can shadow the venv's own
+    (run from the checkout, `python -m model_fetch` would import the checkout's model_fetch)."""
+    return str(Path(command[0]).parent.parent)
+
+
+def run_tee(command, echo, timeout=None):
+    """Runs a venv's program, echoing its output as it comes when ``echo``; returns (exit code, output).
+
+    After ``timeout`` seconds the program is killed (a hung helper must not hang the installer).
+    """
     lines = []
     try:
         process = subprocess.Popen([str(part) for part in command], stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, env=env, universal_newlines=True,
+                                   stderr=subprocess.STDOUT, universal_newlines=True, cwd=venv_folder(command),
                                    encoding="utf-8", errors="replace")
     except OSError as error:
         return None, "cannot start %s: %s" % (command[0], error)
-    deadline = None if timeout is None else time.monotonic() + timeout
+    watchdog = threading.Timer(timeout, process.kill) if timeout else None
+    if watchdog:
+        watchdog.daemon = True
+        watchdog.start()
     for line in process.stdout:
         lines.append(line)
         if echo:
             sys.stdout.write(line)
             sys.stdout.flush()
-        if deadline is not None and time.monotonic() > deadline:
-            process.kill()
-            lines.append("(stopped after %d seconds)\n" % timeout)
-            break
     process.stdout.close()
-    return process.wait(), "".join(lines)
+    code = process.wait()
+    if watchdog:
+        watchdog.cancel()
+    return code, "".join(lines)
 
 
 def run_quietly(command, timeout=120):
-    """Runs a command, capturing its output; returns (exit code or None if it cannot start, output)."""
+    """Runs a venv's program, capturing its output; returns (exit code or None if it cannot start, output)."""
     try:
         done = subprocess.run([str(part) for part in command], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, universal_newlines=True,
+                              stderr=subprocess.STDOUT, universal_newlines=True, cwd=venv_folder(command),
                               encoding="utf-8", errors="replace", timeout=timeout)
     except OSError as error:
         return None, str(error)
@@ -785,7 +797,11 @@ def purge_models(out):
     try:
         for model in model_fetch.models():
             model_fetch.remove(model.name)
-    except model_fetch.FetchError as error:
+            # model_fetch keeps a lock file beside each model, even after removing it.
+            lock = folder / (model.file + ".lock")
+            if lock.exists():
+                lock.unlink()
+    except (model_fetch.FetchError, OSError) as error:
         raise InstallError("cannot remove the models from %s: %s\nFix: delete that folder by hand." % (folder, error))
     try:
         folder.rmdir()

@@ -46,11 +46,12 @@ class Run:
 
 
 def run_install(args, env, python=None, prefix=None, script=INSTALL, timeout=900):
-    """Runs ``python install.py ARGS``; ``prefix`` replaces ``install.py`` (to wrap it)."""
+    """Runs ``python install.py ARGS`` in its checkout, as its README says; ``prefix`` replaces
+    ``install.py`` (to wrap it)."""
     command = [python or sys.executable] + (prefix or [str(script)]) + [str(arg) for arg in args]
     started = time.monotonic()
     completed = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               universal_newlines=True, timeout=timeout)
+                               universal_newlines=True, timeout=timeout, cwd=str(Path(script).parent))
     return Run(completed, time.monotonic() - started)
 
 

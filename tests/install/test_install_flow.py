@@ -59,12 +59,12 @@ def test_first_run_makes_a_working_venv(first):
     assert "Successfully installed" in first.first.stdout
     done = subprocess.run([str(first.python), "-c", "import remove_background, model_fetch, onnxruntime, "
                            "numpy, PIL; print(remove_background.__version__)"],
-                          stdout=subprocess.PIPE, universal_newlines=True)
+                          stdout=subprocess.PIPE, universal_newlines=True, cwd=str(first.root))
     assert done.returncode == 0
     assert done.stdout.strip() == load_install_module().project_version()
     # Installed, not linked to the checkout: the venv's packages live in the venv.
     done = subprocess.run([str(first.python), "-c", "import model_fetch; print(model_fetch.__file__)"],
-                          stdout=subprocess.PIPE, universal_newlines=True)
+                          stdout=subprocess.PIPE, universal_newlines=True, cwd=str(first.root))
     assert Path(done.stdout.strip()).is_relative_to(first.venv)
     assert (first.venv / "bin" / "remove-background").is_file()
 
@@ -181,7 +181,8 @@ def test_changed_sources_are_installed_again(second, tmp_path):
     with open(str(copy / "model_fetch" / "__init__.py"), "a") as handle:
         handle.write(marker)
     installed = subprocess.run([str(second.python), "-c", "import model_fetch; print(model_fetch.__file__)"],
-                               stdout=subprocess.PIPE, universal_newlines=True).stdout.strip()
+                               stdout=subprocess.PIPE, universal_newlines=True, cwd=str(tmp_path)).stdout.strip()
+    assert Path(installed).is_relative_to(second.venv)
     try:
         run = second.run("--no-model", "--quiet", "--plugins-dir", tmp_path / "plug-ins",
                          script=copy / "install.py")
