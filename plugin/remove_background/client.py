@@ -38,6 +38,7 @@ BUNDLE_VARIABLES = (
 INSTALL_HINT = "Run `python3 install.py` from the plug-in's source folder to set up the helper."
 STDERR_TAIL_LINES = 20
 CLOSE_TIMEOUT = 3.0
+PIPE_BYTES = 1 << 20
 
 
 class HelperError(Exception):
@@ -70,6 +71,19 @@ def clean_environment(base=None):
 
 def in_flatpak():
     return os.path.exists("/.flatpak-info")
+
+
+def widen_pipes(*streams):
+    """Linux: 1 MiB pipes instead of 64 KiB, so images cross in fewer, larger writes."""
+    if not sys.platform.startswith("linux"):
+        return
+    import fcntl
+
+    for stream in streams:
+        try:
+            fcntl.fcntl(stream.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_BYTES)
+        except OSError:
+            pass  # above /proc/sys/fs/pipe-max-size: the default size works too
 
 
 def stop(process):
@@ -153,6 +167,7 @@ class HelperClient:
         except OSError as error:
             raise HelperError(NOT_INSTALLED, "Cannot start the helper (%s): %s. %s"
                               % (command[0], error, INSTALL_HINT)) from None
+        widen_pipes(self._process.stdin, self._process.stdout)
         self._stopped = False
         self._stderr_lines.clear()
         self._stderr_thread = threading.Thread(

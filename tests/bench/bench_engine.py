@@ -12,7 +12,10 @@ Prints, for a 12-megapixel photo and for a 1024 x 1024 one (the model's own size
 Targets: end to end <= 1.10 x bare on 12 MP; one model load per batch; 50 MP peak
 <= 1.5 GB above the model's own.
 
-Times are the best of N runs (the machine may be busy with other work); the median follows.
+Times are the best of N interleaved runs (the machine may be busy with other work); the
+median follows.  "overhead" is the same path timed with a model that costs nothing (same
+input size and preprocessing): what the helper adds to inference, free of inference's own
+noise; "-> x" is then (bare + overhead) / bare.
 """
 
 import argparse
@@ -46,19 +49,20 @@ from remove_background.client import HelperClient  # noqa: E402
 def model_file(explicit):
     if explicit:
         return Path(explicit)
-    try:
-        import model_fetch
+    import model_fetch
 
+    try:
         return model_fetch.installed_path(MODEL)
-    except Exception as error:  # not installed, or model_fetch missing
+    except model_fetch.ModelNotInstalled as error:
         if DEV_MODEL.exists():
             return DEV_MODEL
-        sys.exit("no %s model: %s" % (MODEL, error))
+        sys.exit(str(error))
 
 
 def model_preprocess():
-    registry = json.loads((ROOT / "model_fetch" / "registry.json").read_text())
-    return registry["models"][MODEL]["preprocess"]
+    import model_fetch
+
+    return model_fetch.get(MODEL).preprocess
 
 
 def photo(name, width, height, folder, fmt="png"):
@@ -69,16 +73,6 @@ def photo(name, width, height, folder, fmt="png"):
         image = image.resize((width, height), Image.Resampling.BICUBIC)
         image.save(path, **({"compress_level": 1} if fmt == "png" else {"quality": 92}))
     return path
-
-
-def timed(function, runs):
-    times = []
-    result = None
-    for _ in range(runs):
-        started = time.perf_counter()
-        result = function()
-        times.append(time.perf_counter() - started)
-    return min(times), statistics.median(times), result
 
 
 def peak_rss(pid):
@@ -93,19 +87,34 @@ def peak_rss(pid):
     return None
 
 
-def line(label, best, median, bare=None):
-    ratio = "   x%.3f of bare" % (best / bare) if bare else ""
-    print("  %-44s %7.3f s  (median %.3f)%s" % (label, best, median, ratio))
+def line(label, best, median, bare=None, overhead=None):
+    text = "  %-46s %7.3f s  (median %.3f)" % (label, best, median)
+    if bare:
+        text += "   x%.3f of bare" % (best / bare)
+    if overhead is not None:
+        text += "   [overhead %.3f s -> x%.3f]" % (overhead, (bare + overhead) / bare)
+    print(text)
 
 
 def pixels_of(path):
     return cli.pixels_of(cli.load_image(path))
 
 
+def interleaved(functions, runs):
+    """Runs each function once per round, ``runs`` rounds: a busy spell hits them alike."""
+    times = [[] for _ in functions]
+    for _ in range(runs):
+        for index, function in enumerate(functions):
+            started = time.perf_counter()
+            function()
+            times[index].append(time.perf_counter() - started)
+    return [(min(t), statistics.median(t)) for t in times]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-file")
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     path = model_file(args.model_file)
     spec = model_preprocess()
@@ -113,36 +122,49 @@ def main():
     folder = Path(tempfile.mkdtemp(prefix="bench_engine_"))
     print("model %s (%s), %d cores, onnxruntime %s" % (MODEL, path, engine.cpu_count(),
                                                       engine.onnxruntime.__version__))
-
     local = engine.Engine(path, spec, name=MODEL)
-    print("provider %s, %d threads\n" % (local.provider, local.threads))
+    # The same pipeline with a model that costs nothing (same input size and preprocessing):
+    # what the helper adds to inference, measured apart from inference's own noise.
+    sys.path.insert(0, str(ROOT / "tests" / "engine"))
+    from onnx_models import red_mask_model
+
+    free_model = red_mask_model(folder / "free.onnx")
+    free = engine.Engine(free_model, spec, name="free")
+    print("provider %s, %d threads; best of %d interleaved runs\n" % (local.provider, local.threads, runs))
     sizes = {"12 MP (4000x3000)": (4000, 3000), "1024x1024": (1024, 1024)}
     bare = {}
 
-    with HelperClient(SERVE) as helper:
-        loaded = helper.load(MODEL, file=str(path), preprocess=spec)
+    with HelperClient(SERVE) as helper, HelperClient(SERVE) as free_helper:
+        helper.load(MODEL, file=str(path), preprocess=spec)
+        free_helper.load("free", file=str(free_model), preprocess=spec)
         for label, (width, height) in sizes.items():
-            source = photo("chelsea.png", width, height, folder)
-            pixels = pixels_of(source)
-            tensor = preprocess.model_input(pixels, spec)
-            local.infer(tensor)                                  # warm-up
-            best, median, _ = timed(lambda: local.infer(tensor), runs)
-            bare[label] = best
-            print(label)
-            line("bare onnxruntime run()", best, median)
+            png = photo("chelsea.png", width, height, folder)
+            jpg = photo("chelsea.png", width, height, folder, "jpg")
+            pixels = pixels_of(png)
             data = pixels.tobytes()
-            helper.process(width, height, 3, data)               # warm-up
-            best, median, _ = timed(lambda: helper.process(width, height, 3, data), runs)
-            line("serve: pixels down the pipe -> mask back", best, median, bare[label])
-            for fmt in ("png", "jpg"):
-                source = photo("chelsea.png", width, height, folder, fmt)
-                target = folder / ("out_%s.png" % fmt)
-                best, median, _ = timed(
-                    lambda: cli.process_file(local, source, target, True, None), runs)
-                line("command: %s decoded -> mask PNG written" % fmt.upper(), best, median, bare[label])
-            best, median, _ = timed(
-                lambda: cli.process_file(local, source, folder / "cut.png", False, None), runs)
-            line("command: JPEG decoded -> cut-out PNG written", best, median, bare[label])
+            tensor = preprocess.model_input(pixels, spec)
+            local.infer(tensor)                                  # warm-ups
+            helper.process(width, height, 3, data)
+
+            def command(runner, source, mask_only=True):
+                return lambda: cli.process_file(runner, source, folder / "out.png", mask_only, None)
+
+            cases = [
+                ("serve: pixels down the pipe -> mask back",
+                 lambda: helper.process(width, height, 3, data),
+                 lambda: free_helper.process(width, height, 3, data)),
+                ("command: PNG decoded -> mask PNG written", command(local, png), command(free, png)),
+                ("command: JPEG decoded -> mask PNG written", command(local, jpg), command(free, jpg)),
+                ("command: JPEG decoded -> cut-out PNG written",
+                 command(local, jpg, False), command(free, jpg, False)),
+            ]
+            results = interleaved([lambda: local.infer(tensor)] + [case[1] for case in cases], runs)
+            overheads = interleaved([case[2] for case in cases], runs)
+            bare[label] = results[0][0]
+            print(label)
+            line("bare onnxruntime run()", *results[0])
+            for case, result, overhead in zip(cases, results[1:], overheads):
+                line(case[0], *result, bare=bare[label], overhead=overhead[0])
             print()
 
     # A batch of five 12 MP photos, one session, one load.

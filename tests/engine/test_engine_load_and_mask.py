@@ -58,6 +58,7 @@ def test_provider_preference():
     assert engine.choose_providers(available, requested="cpu") == ["CPUExecutionProvider"]
 
 
+@pytest.mark.filterwarnings("ignore:Specified provider")
 def test_unavailable_provider_falls_back_to_cpu(model_dir, capfd):  # noqa: F811
     model = split_model(model_dir / "split_16x12.onnx", 16, 12)
     runner = engine.Engine(model, spec(input_size=[16, 12]), providers="NoSuchExecutionProvider")
