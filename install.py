@@ -79,7 +79,10 @@ PIP_NETWORK_SIGNS = (
     "NewConnectionError", "Failed to establish a new connection", "Temporary failure in name resolution",
     "Name or service not known", "nodename nor servname", "getaddrinfo failed", "ConnectTimeoutError",
     "Connection refused", "Network is unreachable", "ProxyError", "SSLError", "ReadTimeoutError",
+    "NameResolutionError", "Max retries exceeded",
 )
+# Found on every index for every platform: pip not finding them means it reached no index.
+PURE_PYTHON_BUILD_REQUIREMENTS = ("setuptools", "wheel")
 PIP_NOT_FOUND_SIGNS = ("No matching distribution found", "Could not find a version that satisfies")
 
 EXIT_OK = 0
@@ -464,18 +467,23 @@ def pip_install(places, args, out):
 
 
 def pip_failure(code, output, args):
-    tail = "" if not args.quiet else "\n" + "".join(output.splitlines(True)[-15:])
+    """The message for a failed pip run: the likely cause, pip's own words under --quiet, the fix."""
+    errors = [line.strip() for line in output.splitlines() if line.strip().startswith("ERROR:")]
+    tail = "\n" + "\n".join(errors[-5:]) if args.quiet and errors else ""
     python = "%d.%d" % sys.version_info[:2]
+    missing = re.findall(r"No matching distribution found for (\S+)", output)
+    unreachable = any(sign in output for sign in PIP_NETWORK_SIGNS) or \
+        any(re.split(r"[<>=!~;\[]", requirement)[0].lower() in PURE_PYTHON_BUILD_REQUIREMENTS
+            for requirement in missing)
     offline = ("Offline route: on a machine with network, the same OS and Python %s, run\n"
                "    python3 -m pip download --dest wheels setuptools wheel %s\n"
                "copy the wheels folder here and run\n"
                "    python3 install.py --find-links wheels" % (python, CHECKOUT))
-    if any(sign in output for sign in PIP_NETWORK_SIGNS) and not args.find_links:
+    if unreachable and not args.find_links:
         return ("pip could not reach the package index (no network, or a proxy/firewall in the way), so "
                 "the helper's packages could not be downloaded.%s\nFix: connect to the network (a proxy: set "
                 "HTTPS_PROXY; a private index: pip's own configuration or PIP_INDEX_URL is used) and run "
                 "install.py again.\n%s" % (tail, offline))
-    missing = re.findall(r"No matching distribution found for (\S+)", output)
     if missing or any(sign in output for sign in PIP_NOT_FOUND_SIGNS):
         where = "in %s" % args.find_links if args.find_links else "on the package index"
         return ("pip found no version of %s %s that installs on this machine (Python %s, %s %s).%s\n"

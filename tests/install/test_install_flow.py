@@ -228,6 +228,7 @@ def test_model_without_network_names_the_offline_route(second, tmp_path):
 def test_uninstall_leaves_nothing_behind(second):
     models_before = {path: info for path, info in second.tree().items() if path.startswith(str(second.models))}
     run = second.run("--uninstall")
+    print("uninstall: %.1f s" % run.seconds)
     assert run.code == 0, run
     assert "Removed the helper's venv %s" % second.venv in run.stdout
     assert "The models were kept" in run.stdout
