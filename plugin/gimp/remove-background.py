@@ -32,6 +32,8 @@ gi.require_version('GimpUi', '3.0')
 from gi.repository import GimpUi
 gi.require_version('Gegl', '0.4')
 from gi.repository import Gegl
+gi.require_version('Babl', '0.1')
+from gi.repository import Babl
 from gi.repository import GObject
 from gi.repository import GLib
 
@@ -47,9 +49,8 @@ FALLBACK_MODEL = "isnet"
 # What the helper gets for each kind of layer: 8-bit, perceptual, the layer's own channels.
 PIXEL_FORMATS = {1: "Y' u8", 2: "Y'A u8", 3: "R'G'B' u8", 4: "R'G'B'A u8"}
 
-# The mask is written linear: a value m then composites at opacity m / max.
-# (Written as "Y'" GIMP would gamma-convert it and the cut-out would come out too dark.)
-MASK_FORMATS = {1: "Y u8", 2: "Y u16"}
+# The helper's mask depth: 1 (8 bits) or 2 (16 bits, for high-bit-depth images).
+MASK_ENCODINGS = {1: "u8", 2: "u16"}
 
 EIGHT_BIT = (Gimp.Precision.U8_LINEAR, Gimp.Precision.U8_NON_LINEAR, Gimp.Precision.U8_PERCEPTUAL)
 
@@ -76,21 +77,27 @@ def helper_models():
             reply = helper.models()
     except HelperError:
         return [(FALLBACK_MODEL, FALLBACK_MODEL)], FALLBACK_MODEL
-    models = [(m["name"], m.get("title") or m["name"]) for m in reply.get("models", [])
-              if m.get("installed")]
-    default = reply.get("default") or FALLBACK_MODEL
+    known = [(m["name"], m.get("title") or m["name"], m.get("installed"))
+             for m in reply.get("models", [])]
+    models = [(name, title) for name, title, installed in known if installed]
     if not models:
-        # None fetched yet: offer the default, whose run then names the fetch command.
-        models = [(default, default)]
+        # None fetched yet: offer them all; running one then names the command that fetches it.
+        models = [(name, title) for name, title, _installed in known] \
+            or [(FALLBACK_MODEL, FALLBACK_MODEL)]
     names = [name for name, _title in models]
+    default = reply.get("default")
     return models, default if default in names else names[0]
 
 
 def describe(error, python=None, model=None):
     """The message for a HelperError: what went wrong and what to do about it."""
     text = error.message
-    if error.kind == "model_missing" and python and "model_fetch fetch" not in text:
-        text += "\nFetch it with:  %s -m model_fetch fetch %s" % (python, model)
+    if error.kind == "model_missing" and python:
+        # The exact command: the helper's own interpreter, which has model_fetch.
+        if "python -m model_fetch" in text:
+            text = text.replace("python -m model_fetch", "%s -m model_fetch" % python)
+        else:
+            text += "\nFetch it with:\n  %s -m model_fetch fetch %s" % (python, model)
     if error.stderr_tail:
         text += "\n\nThe helper's last messages:\n" + error.stderr_tail
     return text
@@ -157,21 +164,24 @@ def layer_of(drawable):
 
 
 def image_label(image):
+    file = image.get_file() or image.get_imported_file()
+    if file is not None:
+        return file.get_basename()
     return "%s-%d" % (image.get_name(), image.get_id())
 
 
 def plan(image, drawables):
     """The jobs for the given drawables of an image; raises Failure when it cannot be done."""
     if image.get_base_type() == Gimp.ImageBaseType.INDEXED:
-        raise Failure(_("%s is an indexed image. Convert it with Image > Mode > RGB, "
-                        "then run Remove Background again.") % image_label(image))
+        raise Failure(_("The image is indexed. Convert it with Image > Mode > RGB, "
+                        "then run Remove Background again."))
     layers = []
     for drawable in drawables:
         layer = layer_of(drawable)
         if layer is not None and layer not in layers:
             layers.append(layer)
     if not layers:
-        raise Failure(_("%s has no selected layer.") % image_label(image))
+        raise Failure(_("No layer is selected."))
 
     _ok, has_selection, x1, y1, x2, y2 = Gimp.Selection.bounds(image)
     jobs = []
@@ -184,8 +194,8 @@ def plan(image, drawables):
         left, top = max(x1 - off_x, 0), max(y1 - off_y, 0)
         right, bottom = min(x2 - off_x, width), min(y2 - off_y, height)
         if right <= left or bottom <= top:
-            raise Failure(_("The selection does not touch the layer \"%s\" in %s.")
-                          % (layer.get_name(), image_label(image)))
+            raise Failure(_("The selection does not touch the layer \"%s\".")
+                          % layer.get_name())
         jobs.append(Job(layer, left, top, right - left, bottom - top))
     return jobs
 
@@ -209,10 +219,22 @@ def read_pixels(job):
 
 # -- writing the result ---------------------------------------------------------------------
 
+def mask_format(drawable, depth):
+    """The format that stores mask values unchanged in a layer mask or channel.
+
+    GIMP uses the stored values as they are (a value m composites at opacity m / max, and
+    becomes a selection of m / max).  Layer masks and the selection are linear ("Y u8"),
+    but channels of 8-bit perceptual images are "Y' u8": written as "Y u8" there, the
+    values would be gamma-converted on the way in.
+    """
+    model = Babl.get_name(drawable.get_format()).split(" ")[0]   # "Y", "Y'" or "Y~"
+    return "%s %s" % (model, MASK_ENCODINGS[depth])
+
+
 def write_mask(drawable, x, y, width, height, mask, depth):
-    """Writes mask bytes (linear, 8 or 16 bits) into a mask or channel at x, y."""
+    """Writes mask bytes (8 or 16 bits a pixel) into a layer mask or channel at x, y."""
     buffer = drawable.get_buffer()
-    buffer.set(Gegl.Rectangle.new(x, y, width, height), MASK_FORMATS[depth], mask)
+    buffer.set(Gegl.Rectangle.new(x, y, width, height), mask_format(drawable, depth), mask)
     buffer.flush()
     drawable.update(x, y, width, height)
 
@@ -257,11 +279,11 @@ def apply_as_selection(image, jobs, depth, has_selection):
                         right - off_x - job.x, bottom - off_y - job.y)
             write_mask(channel, left, top, right - left, bottom - top, part, depth)
         image.select_item(operation, channel)
-        image.remove_item(channel)
+        image.remove_channel(channel)
         operation = Gimp.ChannelOps.ADD
     if saved is not None:
         image.select_item(Gimp.ChannelOps.INTERSECT, saved)
-        image.remove_item(saved)
+        image.remove_channel(saved)
 
 
 def apply(image, jobs, output):

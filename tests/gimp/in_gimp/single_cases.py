@@ -123,6 +123,18 @@ run_case("as_selection", image, layer, "R'G'B' u8", output="selection")
 RESULTS["as_selection"]["selection_mask"] = dump("as_selection.selection",
                                                  pixels(image.get_selection(), "Y u8"))
 
+# Output as selection within a selection: the result is limited to the old selection.
+image = load(CHELSEA)
+layer = image.get_layers()[0]
+image.select_ellipse(Gimp.ChannelOps.REPLACE, 40, 10, 330, 280)
+_ok, _non_empty, x1, y1, x2, y2 = Gimp.Selection.bounds(image)
+old_selection = pixels(image.get_selection(), "Y u8")
+run_case("selection_as_selection", image, layer, "R'G'B' u8", sent_rect=(x1, y1, x2 - x1, y2 - y1),
+         output="selection")
+RESULTS["selection_as_selection"].update(
+    bounds=[x1, y1, x2, y2], old_selection=dump("selection_as_selection.old", old_selection),
+    selection_mask=dump("selection_as_selection.selection", pixels(image.get_selection(), "Y u8")))
+
 # A layer group: what the group shows (its projection) is what is looked at.
 image = Gimp.Image.new(451, 300, Gimp.ImageBaseType.RGB)
 group = Gimp.GroupLayer.new(image, "Group")

@@ -43,6 +43,7 @@ def source(relative):
 
 
 def load(path):
+    """Opens an image file.  (Unlike File > Open, the PDB's file-load leaves it untitled.)"""
     return Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(path))
 
 

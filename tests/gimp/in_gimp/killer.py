@@ -1,0 +1,80 @@
+"""Kills a running helper, or the plug-in that started it, as a crash or a cancel would.
+
+    python3 killer.py helper|plug-in AGE OUT.json
+
+Waits for a `remove_background.serve` process that has been running for AGE seconds (so not
+the short-lived one that lists the models), then SIGKILLs it ("helper") or its parent, the
+plug-in, as GIMP does when the user cancels ("plug-in").  Then waits for the helper to be
+gone and writes what happened to OUT.json.
+"""
+
+import json
+import os
+import signal
+import sys
+import time
+
+GIVE_UP = 120.0
+
+
+def helpers():
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % entry, "rb") as handle:
+                command = handle.read().split(b"\0")
+        except OSError:
+            continue
+        if b"remove_background.serve" in command:
+            found.append(int(entry))
+    return found
+
+
+def stat(pid):
+    """(state letter, parent pid), or None once the process is gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return fields[0], int(fields[1])
+
+
+def alive(pid):
+    info = stat(pid)
+    return info is not None and info[0] not in ("Z", "X")
+
+
+def main(what, age, out):
+    report = {"what": what, "killed": None}
+    first_seen = {}
+    started = time.monotonic()
+    target = None
+    while time.monotonic() - started < GIVE_UP and target is None:
+        now = time.monotonic()
+        for pid in helpers():
+            first_seen.setdefault(pid, now)
+            if now - first_seen[pid] >= age and alive(pid):
+                target = pid
+                break
+        time.sleep(0.05)
+    if target is None:
+        report["error"] = "no helper ran for %s s" % age
+    else:
+        parent = stat(target)[1]
+        victim = target if what == "helper" else parent
+        os.kill(victim, signal.SIGKILL)
+        killed = time.monotonic()
+        report.update(killed=victim, helper=target, plug_in=parent)
+        while alive(target) and time.monotonic() - killed < GIVE_UP:
+            time.sleep(0.05)
+        report["helper_gone"] = not alive(target)
+        report["helper_gone_after"] = round(time.monotonic() - killed, 2)
+    with open(out, "w") as handle:
+        json.dump(report, handle)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], float(sys.argv[2]), sys.argv[3])
