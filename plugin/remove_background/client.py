@@ -41,6 +41,16 @@ CLOSE_TIMEOUT = 3.0
 PIPE_BYTES = 1 << 20
 
 
+def made_in_sandbox(python):
+    """Whether a Flatpak's own Python can run ``python``: only the app's own files (/app) and a
+    venv made inside the sandbox (~/.var/app/...) qualify.  A host venv may be visible
+    (GIMP's Flatpak sees the home folder) yet point at the host's /usr, which the sandbox
+    replaces with its runtime: it has to run on the host."""
+    path = os.path.abspath(python)
+    sandbox_data = os.path.join(os.path.expanduser("~"), ".var", "app") + os.sep
+    return os.path.exists(path) and (path.startswith("/app/") or path.startswith(sandbox_data))
+
+
 class HelperError(Exception):
     """Something the helper could not do.
 
@@ -103,12 +113,12 @@ class HelperClient:
 
         ``env``: extra variables for the helper (on top of the cleaned environment).
         ``host_spawn``: run the command on the host through ``flatpak-spawn --host``;
-        None decides by itself (inside a Flatpak, when the command is not visible here).
+        None decides by itself (inside a Flatpak, unless made_in_sandbox(command[0])).
         """
         self.command = list(command)
         self.extra_env = dict(env or {})
         if host_spawn is None:
-            host_spawn = in_flatpak() and not os.path.exists(self.command[0])
+            host_spawn = in_flatpak() and not made_in_sandbox(self.command[0])
         self.host_spawn = bool(host_spawn)
         self._process = None
         self._stopped = False
@@ -137,7 +147,7 @@ class HelperClient:
             raise HelperError(NOT_INSTALLED, "%s names no helper Python. %s" % (path, INSTALL_HINT))
         host_spawn = config.get("host_spawn")
         if host_spawn is None:
-            host_spawn = in_flatpak() and not os.path.exists(python)
+            host_spawn = in_flatpak() and not made_in_sandbox(python)
         if not host_spawn and not os.path.exists(python):
             raise HelperError(NOT_INSTALLED, "The helper's Python %s does not exist. %s"
                               % (python, INSTALL_HINT))
@@ -311,7 +321,13 @@ class HelperClient:
         """
         header = {"op": "process", "width": int(width), "height": int(height),
                   "channels": int(channels), "mask_depth": int(mask_depth)}
-        reply, mask = self._request(header, pixels, on_progress=on_progress, expect="mask")
+        data = memoryview(pixels)
+        if data.ndim != 1 or data.itemsize != 1:
+            data = data.cast("B")
+        if len(data) != int(width) * int(height) * int(channels):
+            raise HelperError("bad_size", "%dx%d pixels with %d channels are %d bytes, not %d."
+                              % (width, height, channels, width * height * channels, len(data)))
+        reply, mask = self._request(header, data, on_progress=on_progress, expect="mask")
         expected = int(width) * int(height) * int(mask_depth)
         if len(mask) != expected:
             raise HelperError("bad_size", "The helper sent a mask of %d bytes instead of %d."

@@ -67,6 +67,7 @@ class Engine:
         options.log_severity_level = 3
         # Memory patterns cost ISNet ~800 MB more from the second run on, for no speed gain.
         options.enable_mem_pattern = False
+        self._options = options
         wanted = choose_providers(requested=providers)
         started = time.monotonic()
         self.session = self._open(options, wanted)
@@ -116,7 +117,17 @@ class Engine:
 
     def infer(self, tensor):
         """Runs the model on a prepared (1, 3, h, w) tensor; returns only the chosen output."""
-        return self.session.run([self.output_name], {self.input_name: tensor.astype(self.input_type, copy=False)})[0]
+        feed = {self.input_name: tensor.astype(self.input_type, copy=False)}
+        try:
+            return self.session.run([self.output_name], feed)[0]
+        except Exception as error:  # a GPU out of memory, a driver failing mid-run
+            if self.provider == CPU_PROVIDER:
+                raise
+            log("%s failed (%s); running %s on the CPU from now on"
+                % (self.provider, first_line(error), self.name))
+            self.session = self._open(self._options, [CPU_PROVIDER])
+            self.provider = CPU_PROVIDER
+            return self.session.run([self.output_name], feed)[0]
 
     def mask(self, pixels, depth=1, progress=None):
         """(H, W, C) uint8 pixels, C in 1..4 -> (H, W) mask, uint8 or (depth 2) uint16.

@@ -22,8 +22,9 @@ Requests (GIMP side -> helper) and the replies they get:
   {"op": "process", "width": W, "height": H, "channels": 1|2|3|4,
    "mask_depth": 1|2, "size": W*H*channels} + 8-bit pixels, rows top to bottom
       -> {"op": "progress", "stage": STAGE, "fraction": F}   (zero or more)
-      -> {"op": "mask", "width": W, "height": H, "depth": 1|2, "size": W*H*depth}
-         + the mask (0 = background; 16-bit values are little-endian)
+      -> {"op": "mask", "width": W, "height": H, "depth": 1|2, "provider": P, "size": W*H*depth}
+         + the mask (0 = background; 16-bit values are little-endian); "provider" is the
+         one that ran (a GPU that fails mid-run is dropped for the CPU, said on stderr)
 
 Any request may instead be answered with {"op": "error", "error": KIND, "message": TEXT};
 the helper then goes on serving.  The helper exits when its stdin reaches end of file.

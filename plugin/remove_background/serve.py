@@ -190,8 +190,8 @@ class Server:
         mask = self.engine.mask(pixels, depth, progress=self.progress_reporter())
         del pixels, payload
         data = mask.astype("<u%d" % depth, copy=False).reshape(-1).view(np.uint8)
-        self.reply({"op": "mask", "width": width, "height": height, "depth": depth},
-                   memoryview(data))
+        self.reply({"op": "mask", "width": width, "height": height, "depth": depth,
+                    "provider": self.engine.provider}, memoryview(data))
 
     def progress_reporter(self):
         last = {"stage": None, "time": 0.0}

@@ -51,6 +51,18 @@ def test_flatpak_spawn_command():
     assert HelperClient(["/x"], host_spawn=False).launch_command() == ["/x"]
 
 
+def test_which_pythons_a_flatpak_can_run_itself(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    inside = tmp_path / ".var" / "app" / "org.gimp.GIMP" / "venv" / "bin" / "python3"
+    outside = tmp_path / "venv" / "bin" / "python3"
+    for path in (inside, outside):
+        path.parent.mkdir(parents=True)
+        path.write_text("")
+    assert client.made_in_sandbox(str(inside))
+    assert not client.made_in_sandbox(str(outside))      # a host venv: flatpak-spawn --host
+    assert not client.made_in_sandbox(str(tmp_path / ".var" / "app" / "missing"))
+
+
 def test_environment_cleaning():
     env = client.clean_environment({"PATH": "/usr/bin", "PYTHONHOME": "/app", "GI_TYPELIB_PATH": "/app",
                                     "DYLD_LIBRARY_PATH": "/a", "HOME": "/home/me"})

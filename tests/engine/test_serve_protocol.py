@@ -37,7 +37,9 @@ def test_several_images_in_one_session(tiny_model):
         for number, (width, height, channels, depth) in enumerate(cases):
             image = random_image(number, height, width, channels)
             stages = []
-            mask = helper.process(width, height, channels, image.tobytes(), mask_depth=depth,
+            # Any buffer will do: bytes, or (every other time) the numpy array itself.
+            pixels = image if number % 2 else image.tobytes()
+            mask = helper.process(width, height, channels, pixels, mask_depth=depth,
                                   on_progress=lambda stage, fraction: stages.append(stage))
             dtype = np.uint8 if depth == 1 else np.dtype("<u2")
             got = np.frombuffer(mask, dtype).reshape(height, width)
