@@ -50,6 +50,11 @@ def check(preprocess):
         raise ValueError("channel_order must be RGB or BGR")
     if preprocess["activation"] not in ("none", "sigmoid"):
         raise ValueError("activation must be none or sigmoid")
+    index = preprocess["output_index"]
+    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+        raise ValueError("output_index must be an integer >= 0, got %r" % (index,))
+    if not isinstance(preprocess["min_max"], bool):
+        raise ValueError("min_max must be true or false")
 
 
 def resize_bilinear_point(pixels, width, height, workers=1):
