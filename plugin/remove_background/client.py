@@ -232,6 +232,13 @@ class HelperClient:
             except OSError:
                 pass
 
+    def cancel(self):
+        """Stops the helper at once, whatever it is doing."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.kill()
+        self.close()
+
     def _died(self, what):
         """The HelperError for a helper that is gone; reaps it and collects its last words."""
         process = self._process
@@ -281,7 +288,13 @@ class HelperClient:
             op = reply.get("op")
             if op == "progress":
                 if on_progress is not None:
-                    on_progress(reply.get("stage"), reply.get("fraction"))
+                    try:
+                        on_progress(reply.get("stage"), reply.get("fraction"))
+                    except BaseException:
+                        # The caller gave up (a cancel): the reply still on its way would put
+                        # the session out of step, so the helper goes.
+                        self.cancel()
+                        raise
                 continue
             if op == "error":
                 raise HelperError(str(reply.get("error", "internal")),
@@ -317,7 +330,8 @@ class HelperClient:
     def process(self, width, height, channels, pixels, mask_depth=1, on_progress=None):
         """Sends 8-bit pixels (rows top to bottom); returns the mask, width*height*mask_depth bytes.
 
-        ``on_progress(stage, fraction)`` is called for each progress message.
+        ``on_progress(stage, fraction)`` is called for each progress message; if it raises,
+        the helper is stopped (cancel()) and the exception goes on to the caller.
         """
         header = {"op": "process", "width": int(width), "height": int(height),
                   "channels": int(channels), "mask_depth": int(mask_depth)}

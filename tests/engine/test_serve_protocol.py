@@ -201,3 +201,21 @@ def test_writing_to_a_dead_helper_is_detected():
         with pytest.raises(HelperError) as caught:
             helper.process(3000, 3000, 4, bytes(3000 * 3000 * 4))
         assert caught.value.kind == HELPER_DIED
+
+
+def test_raising_from_progress_cancels(tiny_model):
+    class Cancelled(Exception):
+        pass
+
+    def cancel(stage, fraction):
+        raise Cancelled()
+
+    helper = HelperClient(SERVE)
+    helper.load("tiny", file=str(tiny_model), preprocess=TINY)
+    started = time.monotonic()
+    with pytest.raises(Cancelled):
+        helper.process(16, 12, 3, bytes(16 * 12 * 3), on_progress=cancel)
+    assert time.monotonic() - started < 5 and not helper.running
+    with pytest.raises(HelperError) as caught:
+        helper.hello()
+    assert caught.value.kind == HELPER_DIED
