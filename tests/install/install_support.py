@@ -7,6 +7,7 @@ across its tests; the tests that need a venv of their own make one.
 
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -55,11 +56,20 @@ def run_install(args, env, python=None, prefix=None, script=INSTALL, timeout=900
     return Run(completed, time.monotonic() - started)
 
 
+def snapshot_checkout(destination):
+    """A copy of the checkout as it is now, for tests that must not see it change under them (other
+    work going on in it) and must not write into it."""
+    shutil.copytree(str(ROOT), str(destination), ignore=shutil.ignore_patterns(
+        ".git", "__pycache__", "*.egg-info", "build", "dist", ".pytest_cache", "*.part"))
+    return destination
+
+
 class Home:
     """A temporary user: HOME, its model folder, and the environment install.py runs with."""
 
-    def __init__(self, root, gimp_versions=(), flatpak_versions=(), models=None):
+    def __init__(self, root, gimp_versions=(), flatpak_versions=(), models=None, checkout=ROOT):
         self.root = root
+        self.checkout = checkout
         self.home = root / "home"
         self.home.mkdir(parents=True)
         self.models = models or root / "models"
@@ -103,6 +113,7 @@ class Home:
         return found
 
     def run(self, *args, **options):
+        options.setdefault("script", self.checkout / "install.py")
         return run_install(args, self.env, **options)
 
 

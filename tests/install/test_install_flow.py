@@ -2,7 +2,9 @@
 --uninstall.
 
 One home is installed once for the module (venv + pip is the slow part) and the tests run in file
-order on it; the --uninstall tests come last because they take it apart.
+order on it; the --uninstall tests come last because they take it apart.  install.py runs from a
+snapshot of the checkout, so that work going on in the checkout meanwhile does not change what
+it installs between two runs.
 """
 
 import json
@@ -17,14 +19,15 @@ import pytest
 from PIL import Image
 
 from conftest import FIXTURES, need
-from install_support import INSTALL, MODEL, ROOT, Home, load_install_module, run_install, seeded_models  # noqa: F401
+from install_support import MODEL, Home, load_install_module, run_install, seeded_models, snapshot_checkout  # noqa: F401
 
 GIMP_VERSIONS = ("3.0", "3.2")
+# Where each file of the installed plug-in folder comes from in the checkout.
 PLUGIN_FILES = {
-    "remove-background.py": ROOT / "plugin" / "gimp" / "remove-background.py",
-    "remove_background/__init__.py": ROOT / "plugin" / "remove_background" / "__init__.py",
-    "remove_background/protocol.py": ROOT / "plugin" / "remove_background" / "protocol.py",
-    "remove_background/client.py": ROOT / "plugin" / "remove_background" / "client.py",
+    "remove-background.py": "plugin/gimp/remove-background.py",
+    "remove_background/__init__.py": "plugin/remove_background/__init__.py",
+    "remove_background/protocol.py": "plugin/remove_background/protocol.py",
+    "remove_background/client.py": "plugin/remove_background/client.py",
 }
 
 
@@ -33,8 +36,9 @@ def first(tmp_path_factory, seeded_models):
     """A home with GIMP 3.0, 3.2 and the Flatpak's 3.0, before and after one full install."""
     need(seeded_models is not None, "the real model %s is not in the model cache (python -m model_fetch fetch %s)"
          % (MODEL, MODEL))
+    checkout = snapshot_checkout(tmp_path_factory.mktemp("snapshot") / "checkout")
     home = Home(tmp_path_factory.mktemp("first"), gimp_versions=GIMP_VERSIONS, flatpak_versions=("3.0",),
-                models=seeded_models)
+                models=seeded_models, checkout=checkout)
     home.before = home.tree()
     home.first = home.run()
     print("first run: %.1f s" % home.first.seconds)
@@ -72,7 +76,7 @@ def test_first_run_makes_a_working_venv(first):
 def test_first_run_copies_the_plugin_into_every_gimp_folder(first):
     for target, flatpak in plugin_targets(first):
         for name, source in PLUGIN_FILES.items():
-            assert (target / name).read_bytes() == source.read_bytes(), target / name
+            assert (target / name).read_bytes() == (first.checkout / source).read_bytes(), target / name
         mode = (target / "remove-background.py").stat().st_mode
         assert mode & stat.S_IXUSR and mode & stat.S_IXOTH
         config = json.loads((target / "helper.json").read_text())
@@ -164,7 +168,8 @@ def test_plugins_dir_installs_there_only(second, tmp_path):
     run = second.run("--plugins-dir", tmp_path / "plug-ins", "--quiet")
     assert run.code == 0, run
     target = tmp_path / "plug-ins" / "remove-background"
-    assert (target / "remove-background.py").read_bytes() == PLUGIN_FILES["remove-background.py"].read_bytes()
+    assert (target / "remove-background.py").read_bytes() == \
+        (second.checkout / PLUGIN_FILES["remove-background.py"]).read_bytes()
     assert json.loads((target / "helper.json").read_text())["python"] == str(second.python)
     for target, _ in plugin_targets(second):
         assert "Plug-in in %s" % target not in run.stdout
@@ -174,33 +179,28 @@ def test_plugins_dir_installs_there_only(second, tmp_path):
 
 
 def test_changed_sources_are_installed_again(second, tmp_path):
-    copy = tmp_path / "checkout"
-    shutil.copytree(str(ROOT), str(copy), ignore=shutil.ignore_patterns(
-        ".git", "__pycache__", "*.egg-info", "build", ".pytest_cache"))
-    marker = "\n# changed by test_changed_sources_are_installed_again\n"
-    with open(str(copy / "model_fetch" / "__init__.py"), "a") as handle:
-        handle.write(marker)
+    """The checkout changes (a pull): the next run reinstalls, and the later tests go on with it."""
+    changed = second.checkout / "model_fetch" / "__init__.py"
+    with open(str(changed), "a") as handle:
+        handle.write("\n# changed by test_changed_sources_are_installed_again\n")
     installed = subprocess.run([str(second.python), "-c", "import model_fetch; print(model_fetch.__file__)"],
                                stdout=subprocess.PIPE, universal_newlines=True, cwd=str(tmp_path)).stdout.strip()
     assert Path(installed).is_relative_to(second.venv)
-    try:
-        run = second.run("--no-model", "--quiet", "--plugins-dir", tmp_path / "plug-ins",
-                         script=copy / "install.py")
-        assert run.code == 0, run
-        assert Path(installed).read_text().endswith(marker)
-    finally:
-        # The checkout's own sources again, for the tests after this one.
-        run = second.run("--no-model", "--quiet", "--plugins-dir", tmp_path / "plug-ins")
+    assert Path(installed).read_bytes() != changed.read_bytes()
+    run = second.run("--no-model", "--quiet")
     assert run.code == 0, run
-    assert Path(installed).read_bytes() == (ROOT / "model_fetch" / "__init__.py").read_bytes()
+    assert Path(installed).read_bytes() == changed.read_bytes()
+    run = second.run("--no-model")
+    assert run.code == 0, run
+    assert "sources are unchanged: skipping pip" in run.stdout
 
 
 def test_no_gimp_folder_still_installs_the_helper_and_says_where_the_plugin_goes(second, tmp_path):
-    home = Home(tmp_path)   # no GIMP folder at all, and an empty model folder
+    home = Home(tmp_path, checkout=second.checkout)   # no GIMP folder at all, and an empty model folder
     run = home.run("--venv", second.venv, "--no-model")
     assert run.code == 3, run
     out = run.stdout
-    assert "skipping pip" in out   # the helper is there (the shared venv)
+    assert "sources are unchanged: skipping pip" in out   # the helper is there (the shared venv)
     assert "no GIMP 3 user folder was found, so the plug-in is NOT installed" in out
     assert str(home.home / ".config" / "GIMP" / "3.x") in out
     assert str(home.home / ".var" / "app" / "org.gimp.GIMP" / "config" / "GIMP" / "3.x") in out
@@ -211,11 +211,12 @@ def test_no_gimp_folder_still_installs_the_helper_and_says_where_the_plugin_goes
 
 
 def test_model_without_network_names_the_offline_route(second, tmp_path):
-    home = Home(tmp_path)   # an empty model folder
+    home = Home(tmp_path, checkout=second.checkout)   # an empty model folder
     env = dict(home.env, NPM_CONFIG_REGISTRY="http://127.0.0.1:9/", HTTPS_PROXY="http://127.0.0.1:9",
                https_proxy="http://127.0.0.1:9")
     plugins = tmp_path / "plug-ins"
-    run = run_install(["--venv", second.venv, "--plugins-dir", plugins, "--model", "isnet-small"], env)
+    run = run_install(["--venv", second.venv, "--plugins-dir", plugins, "--model", "isnet-small"], env,
+                      script=second.checkout / "install.py")
     assert run.code == 1, run
     assert "could not fetch the model isnet-small" in run.stderr
     assert "%s -m model_fetch import isnet-small FILE" % second.python in run.stderr
