@@ -228,6 +228,12 @@ def test_model_without_network_names_the_offline_route(second, tmp_path):
 
 def test_uninstall_leaves_nothing_behind(second):
     models_before = {path: info for path, info in second.tree().items() if path.startswith(str(second.models))}
+    # GIMP's Python leaves bytecode beside the modules it imports from the plug-in folder.
+    for target, _ in plugin_targets(second):
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+                        "import remove_background.client", str(target)], env=env, check=True)
+        assert (target / "remove_background" / "__pycache__").is_dir()
     run = second.run("--uninstall")
     print("uninstall: %.1f s" % run.seconds)
     assert run.code == 0, run
