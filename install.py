@@ -785,13 +785,13 @@ def check_models(model_fetch, problems, out):
     usable = 0
     for model in model_fetch.models():
         if not model_fetch.is_installed(model.name):
-            out.always("  %-20s not installed" % model.name)
+            out.always("  %-22s not installed" % model.name)
             continue
         if model_fetch.verify(model.name):
             usable += 1
-            out.always("  %-20s installed, verified" % model.name)
+            out.always("  %-22s installed, verified" % model.name)
         else:
-            out.always("  %-20s installed, FAILS verification" % model.name)
+            out.always("  %-22s installed, FAILS verification" % model.name)
             problems.append("the model %s fails verification: run  python3 -m model_fetch fetch %s" % (
                 model.name, model.name))
     return usable
@@ -811,10 +811,12 @@ def purge_models(out):
                 lock.unlink()
     except (model_fetch.FetchError, OSError) as error:
         raise InstallError("cannot remove the models from %s: %s\nFix: delete that folder by hand." % (folder, error))
-    try:
-        folder.rmdir()
-    except OSError:
-        pass
+    # The model folder, and its parent when that is this project's own (the default layout).
+    for empty in (folder, folder.parent) if folder.parent.name == APP_DIR_NAME else (folder,):
+        try:
+            empty.rmdir()
+        except OSError:
+            break
     out.always("Removed the models from %s" % folder)
 
 
@@ -844,7 +846,7 @@ def uninstall(args, places, out):
         try:
             folder.rmdir()
         except OSError:
-            if folder.exists():
+            if folder.exists() and folder.name in (APP_DIR_NAME, PLUGIN_NAME, "remove_background"):
                 out.always("Kept %s: it holds files install.py did not put there." % folder)
     for path in manifest.files:
         if Path(path).name == HELPER_CONFIG:

@@ -152,7 +152,7 @@ def test_check_reports_a_good_install(second):
     assert "(Flatpak)" in out
     assert "helper %s" % load_install_module().project_version() in out
     assert "CPUExecutionProvider" in out
-    assert "%-20s installed, verified" % MODEL in out
+    assert "%-22s installed, verified" % MODEL in out
     assert "Everything is in place." in out
 
 
@@ -168,6 +168,7 @@ def test_plugins_dir_installs_there_only(second, tmp_path):
     run = second.run("--plugins-dir", tmp_path / "plug-ins", "--quiet")
     assert run.code == 0, run
     target = tmp_path / "plug-ins" / "remove-background"
+    second.extra_plugin_dir = target
     assert (target / "remove-background.py").read_bytes() == \
         (second.checkout / PLUGIN_FILES["remove-background.py"]).read_bytes()
     assert json.loads((target / "helper.json").read_text())["python"] == str(second.python)
@@ -234,9 +235,14 @@ def test_uninstall_leaves_nothing_behind(second):
         subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
                         "import remove_background.client", str(target)], env=env, check=True)
         assert (target / "remove_background" / "__pycache__").is_dir()
+    # A file of the user's own in a plug-in folder install.py made.
+    notes = second.extra_plugin_dir / "my-notes.txt"
+    notes.write_text("mine")
     run = second.run("--uninstall")
     print("uninstall: %.1f s" % run.seconds)
     assert run.code == 0, run
+    assert sorted(p.name for p in second.extra_plugin_dir.iterdir()) == ["my-notes.txt"]
+    assert "Kept %s: it holds files install.py did not put there." % second.extra_plugin_dir in run.stdout
     assert "Removed the helper's venv %s" % second.venv in run.stdout
     assert "The models were kept" in run.stdout
     after = second.tree()
