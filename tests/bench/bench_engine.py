@@ -237,7 +237,9 @@ def main():
     else:
         base, peak = (int(v) for v in result.stdout.split())
         print("  model loaded and run twice: %d MB; 50 MP: peak +%d MB" % (base // MB, (peak - base) // MB))
-    print("\n(bench files in %s)" % folder)
+    if hasattr(os, "getloadavg"):
+        print("\nload average at the end: %.2f (1 min) on %d cores" % (os.getloadavg()[0], engine.cpu_count()))
+    print("(bench files in %s)" % folder)
     return 0
 
 
