@@ -21,7 +21,6 @@ noise; "-> x" is then (bare + overhead) / bare.
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from onnx_models import FIXTURES, isnet_path  # noqa: F401 (fixture)
 from remove_background import cli, engine
