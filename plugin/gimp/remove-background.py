@@ -57,7 +57,9 @@ EIGHT_BIT = (Gimp.Precision.U8_LINEAR, Gimp.Precision.U8_NON_LINEAR, Gimp.Precis
 # How much of one layer's progress each part takes.
 SHARE_SEND = 0.05
 SHARE_HELPER = 0.9
-HELPER_STAGES = ("received", "preprocess", "inference", "postprocess")
+# The helper's stages (protocol.STAGES), as the progress bar names them.
+HELPER_STAGES = (("received", "sending"), ("preprocess", "preparing"),
+                 ("inference", "finding the subject"), ("postprocess", "making the mask"))
 
 
 def _(message):
@@ -110,10 +112,13 @@ class Helper:
         self.model = model
         self.threads = threads
         self.client = None
+        self.python = None
 
     def mask(self, width, height, channels, pixels, mask_depth, on_progress):
         if self.client is None:
             client = HelperClient.from_config(PLUG_IN_DIR)
+            self.python = client.command[0]
+            on_progress("loading", 0.0)
             client.start()
             try:
                 client.load(self.model, self.threads)
@@ -135,13 +140,7 @@ class Helper:
             self.client = None
 
     def error_text(self, error):
-        python = None
-        if error.kind == "model_missing":
-            try:
-                python = HelperClient.from_config(PLUG_IN_DIR).command[0]
-            except HelperError:
-                pass
-        return describe(error, python, self.model)
+        return describe(error, self.python, self.model)
 
 
 # -- reading the image ----------------------------------------------------------------------
@@ -312,23 +311,26 @@ class Progress:
 
     def layer(self, where):
         self.where = where
-        self.show(_("Sending"), 0.0)
+        self.show(_("reading the layer"), 0.0)
 
     def show(self, what, fraction):
         Gimp.progress_set_text(_("Removing background: %s%s") % (what, self.where))
         Gimp.progress_update(min((self.done + fraction) / self.total, 1.0))
 
     def helper(self, stage, fraction):
-        try:
-            index = HELPER_STAGES.index(stage)
-        except ValueError:
+        if stage == "loading":
+            self.show(_("loading the model"), SHARE_SEND)
             return
-        within = (index + min(max(float(fraction or 0.0), 0.0), 1.0)) / len(HELPER_STAGES)
-        self.show(stage, SHARE_SEND + SHARE_HELPER * within)
+        stages = [name for name, _label in HELPER_STAGES]
+        if stage not in stages:
+            return
+        index = stages.index(stage)
+        within = (index + min(max(float(fraction or 0.0), 0.0), 1.0)) / len(stages)
+        self.show(_(HELPER_STAGES[index][1]), SHARE_SEND + SHARE_HELPER * within)
 
     def layer_done(self):
         self.done += 1
-        self.show(_("Applying"), 0.0)
+        self.show(_("applying"), 0.0)
 
 
 def masks_for(jobs, image, helper, progress, where):
@@ -378,7 +380,10 @@ def run_one(procedure, run_mode, image, drawables, config, data):
     finally:
         helper.close()
 
-    apply(image, jobs, output)
+    try:
+        apply(image, jobs, output)
+    except GLib.Error as error:
+        return error_values(procedure, _("GIMP could not apply the mask: %s") % error.message)
     Gimp.progress_update(1.0)
     Gimp.displays_flush()
     return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
@@ -418,7 +423,11 @@ def run_all(procedure, config, data):
                         failed.append((other, _("Not tried: %s") % error.message))
                     break
                 continue
-            apply(image, jobs, output)
+            try:
+                apply(image, jobs, output)
+            except GLib.Error as error:
+                failed.append((image, _("GIMP could not apply the mask: %s") % error.message))
+                continue
             done.append(image)
     finally:
         helper.close()
@@ -455,7 +464,7 @@ def add_arguments(procedure, models, default):
     output = Gimp.Choice.new()
     output.add("mask", 0, _("Layer mask"), _("Add the result as a layer mask"))
     output.add("selection", 1, _("Selection"), _("Replace the selection with the result"))
-    procedure.add_choice_argument("output", _("_Output"), _("Where the result goes"),
+    procedure.add_choice_argument("output", _("Out_put"), _("Where the result goes"),
                                   output, "mask", GObject.ParamFlags.READWRITE)
     procedure.add_int_argument("threads", _("_Threads"),
                                _("CPU threads for the model (0: all cores)"),

@@ -27,6 +27,7 @@ ROOT = Path(os.environ.get("GIMP3_ROOT") or CACHE / "gimp3-root")
 IN_GIMP = Path(__file__).resolve().parent / "in_gimp"
 
 GIMP_CONSOLE = "gimp-console-3.0"
+GIMP_GUI = "gimp-3.0"
 DEBIAN_SUITE = "trixie"   # Debian 13: GIMP 3.0.4
 PACKAGES = ["gimp", "python3-gi", "gir1.2-gimp-3.0", "python3-venv", "dbus", "ca-certificates",
             "xvfb", "xauth", "x11-apps", "imagemagick", "xdotool"]
@@ -129,8 +130,16 @@ class Gimp3:
 
     # -- running Python inside GIMP ------------------------------------------------------------
 
-    def run_script(self, script, params=None, timeout=900):
+    def has_tool(self, name):
+        if self.root:
+            return any(os.path.lexists(self.root / folder / name)   # links point inside the root
+                       for folder in ("usr/bin", "bin", "usr/local/bin"))
+        return shutil.which(name) is not None
+
+    def run_script(self, script, params=None, timeout=900, gui=False):
         """Runs in_gimp/``script`` inside GIMP (python-fu-eval) and returns what it recorded.
+
+        gui: GIMP's real window, on a virtual screen (Xvfb), instead of gimp-console.
 
         The script gets PARAMS (``params`` plus the paths below) and writes results.json into
         its own run folder through in_gimp/support.py; files it dumps land there too.
@@ -149,8 +158,12 @@ class Gimp3:
         bootstrap = ("import sys, json; sys.path.insert(0, %r); "
                      "import support; support.main(%r)" % (in_gimp, run_dir + "/params.json"))
         started = time.monotonic()
-        result = self.run([GIMP_CONSOLE, "-i", "--batch-interpreter", "python-fu-eval",
-                           "-b", bootstrap, "--quit"], timeout=timeout, check=False)
+        if gui:
+            gimp = ["sh", in_gimp + "/with_xvfb.sh", GIMP_GUI, "--no-splash"]
+        else:
+            gimp = [GIMP_CONSOLE, "-i"]
+        result = self.run(gimp + ["--batch-interpreter", "python-fu-eval", "-b", bootstrap,
+                                  "--quit"], timeout=timeout, check=False)
         output = (result.stdout + result.stderr).decode("utf-8", "replace")
         results_file = host_run / "results.json"
         if not results_file.exists():

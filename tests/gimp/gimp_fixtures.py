@@ -78,8 +78,8 @@ def cli_masks(gimp, run_dir, cases):
             for name in cases}
 
 
-def run_gimp_script(gimp, script, **params):
+def run_gimp_script(gimp, script, gui=False, **params):
     try:
-        return gimp.run_script(script, params)
+        return gimp.run_script(script, params, timeout=300 if gui else 900, gui=gui)
     except subprocess.TimeoutExpired as error:
         pytest.fail("GIMP did not finish %s in time: %s" % (script, error))

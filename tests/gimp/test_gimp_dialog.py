@@ -1,0 +1,45 @@
+"""The dialog in GIMP's real window (Xvfb): it shows, its choice is used, and remembered."""
+
+import shutil
+
+import pytest
+from PIL import Image
+
+from conftest import need
+from gimp_fixtures import gimp, model, run_gimp_script  # noqa: F401
+
+GUI_TOOLS = ("Xvfb", "xdotool", "import")
+
+
+@pytest.fixture(scope="module")
+def run(gimp, model):  # noqa: F811
+    missing = [tool for tool in GUI_TOOLS if not gimp.has_tool(tool)]
+    need(not missing, "to drive GIMP's window the tests need %s" % ", ".join(missing))
+    # Forget the settings of earlier sessions, so that only this run's choice can be remembered.
+    last = gimp.host_path(gimp.gimp_dir + "/plug-in-settings/"
+                          "GimpProcedureConfigRun-plug-in-remove-background.last")
+    if last.exists():
+        last.unlink()
+    results, run_dir, _output = run_gimp_script(gimp, "dialog_cases.py", gui=True, model=model)
+    return results, run_dir, last
+
+
+def test_the_dialog_appears_and_its_choice_is_used(run):
+    results, run_dir, _last = run
+    assert results["driver"]["window"], results["driver"].get("error")
+    for name in ("dialog.png", "dialog-selection.png"):
+        width, height = Image.open(run_dir / name).size
+        assert 200 < width < 1000 and 100 < height < 800, (name, width, height)
+    interactive = results["interactive"]
+    assert interactive == {"status": "success", "selection": True, "mask": False}
+
+
+def test_repeat_uses_the_last_values(run):
+    results, _run_dir, last = run
+    assert results["repeat"] == {"status": "success", "selection": True, "mask": False}
+    assert '(output "selection")' in last.read_text()
+
+
+def test_a_script_gets_the_defaults(run):
+    results, _run_dir, _last = run
+    assert results["defaults"] == {"status": "success", "selection": False, "mask": True}
