@@ -9,7 +9,8 @@ import pytest
 
 from gimp_fixtures import cli_masks, gimp, load_raw, model, run_gimp_script  # noqa: F401
 
-MASKED_CASES = ("rgb", "offset", "grey", "u16", "float", "replace", "selection", "group")
+MASKED_CASES = ("rgb", "offset", "grey", "grey_alpha", "u16", "float", "replace", "selection",
+                "group")
 SELECTION_CASES = ("as_selection", "selection_as_selection")
 
 
@@ -107,11 +108,12 @@ def test_offset_smaller_rgba_layer(run):
     assert max_difference(mask(run, "offset"), cli["offset"]) <= 1
 
 
-def test_grey_image(run):
+@pytest.mark.parametrize("name", ["grey", "grey_alpha"])
+def test_grey_image(run, name):
     results, _run_dir, cli = run
-    case = succeeded(results, "grey")
+    case = succeeded(results, name)
     only_the_mask_changed(case)
-    assert max_difference(mask(run, "grey"), cli["grey"]) <= 1
+    assert max_difference(mask(run, name), cli[name]) <= 1
 
 
 @pytest.mark.parametrize("name", ["u16", "float"])

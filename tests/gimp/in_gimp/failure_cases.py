@@ -25,7 +25,8 @@ def attempt(name, image=None, killer=None, **arguments):
     watcher = None
     if killer is not None:
         report = os.path.join(PARAMS["out"], name + ".killer.json")
-        watcher = subprocess.Popen([sys.executable, KILLER, killer, str(KILL_AT_AGE), report])
+        watcher = subprocess.Popen([sys.executable, KILLER, killer, str(KILL_AT_AGE), report,
+                                    PARAMS["plugin_dir"]])
     status, message, _values = run_procedure(PROC_ONE, image, image.get_selected_layers(),
                                              model=MODEL, **arguments)
     RESULTS[name] = {"status": status, "message": message, "before": before,

@@ -1,11 +1,12 @@
 """Kills a running helper, or the plug-in that started it, as a crash or a cancel would.
 
-    python3 killer.py helper|plug-in AGE OUT.json
+    python3 killer.py helper|plug-in AGE OUT.json PLUG_IN_DIR
 
-Waits for a `remove_background.serve` process that has been running for AGE seconds (so not
-the short-lived one that lists the models), then SIGKILLs it ("helper") or its parent, the
-plug-in, as GIMP does when the user cancels ("plug-in").  Then waits for the helper to be
-gone and writes what happened to OUT.json.
+Waits for a `remove_background.serve` process started by the plug-in in PLUG_IN_DIR (no
+other GIMP's) that has been running for AGE seconds (so not the short-lived one that lists
+the models), then SIGKILLs it ("helper") or its parent, the plug-in, as GIMP does when the
+user cancels ("plug-in").  Then waits for the helper to be gone and writes what happened
+to OUT.json.
 """
 
 import json
@@ -17,17 +18,22 @@ import time
 GIVE_UP = 120.0
 
 
-def helpers():
+def command_line(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as handle:
+            return handle.read().split(b"\0")
+    except OSError:
+        return []
+
+
+def helpers(plugin_dir):
+    """The helpers whose parent is the plug-in installed in plugin_dir."""
     found = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
+        if not entry.isdigit() or b"remove_background.serve" not in command_line(int(entry)):
             continue
-        try:
-            with open("/proc/%s/cmdline" % entry, "rb") as handle:
-                command = handle.read().split(b"\0")
-        except OSError:
-            continue
-        if b"remove_background.serve" in command:
+        info = stat(int(entry))
+        if info and any(part.startswith(plugin_dir) for part in command_line(info[1])):
             found.append(int(entry))
     return found
 
@@ -47,14 +53,14 @@ def alive(pid):
     return info is not None and info[0] not in ("Z", "X")
 
 
-def main(what, age, out):
+def main(what, age, out, plugin_dir):
     report = {"what": what, "killed": None}
     first_seen = {}
     started = time.monotonic()
     target = None
     while time.monotonic() - started < GIVE_UP and target is None:
         now = time.monotonic()
-        for pid in helpers():
+        for pid in helpers(plugin_dir.encode()):
             first_seen.setdefault(pid, now)
             if now - first_seen[pid] >= age and alive(pid):
                 target = pid
@@ -77,4 +83,4 @@ def main(what, age, out):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], float(sys.argv[2]), sys.argv[3])
+    main(sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4])

@@ -89,6 +89,12 @@ image = load(CHELSEA)
 image.convert_grayscale()
 run_case("grey", image, image.get_layers()[0], "Y' u8")
 
+# Grey with alpha.
+image = load(CHELSEA)
+image.convert_grayscale()
+image.get_layers()[0].add_alpha()
+run_case("grey_alpha", image, image.get_layers()[0], "Y'A u8")
+
 # High bit depths: 16-bit perceptual and 32-bit float linear get a 16-bit mask.
 for name, precision in (("u16", Gimp.Precision.U16_NON_LINEAR),
                         ("float", Gimp.Precision.FLOAT_LINEAR)):
