@@ -39,6 +39,16 @@ SKIPPED = shutil.ignore_patterns(".git", "__pycache__", ".pytest_cache", "*.onnx
                                  "build", "dist", ".venv", "venv")
 
 
+try:
+    import fcntl
+except ImportError:   # Windows: no chroot there, and no second session to wait for
+    fcntl = None
+
+# Held from prepare() until this process ends: one test session at a time uses a GIMP root
+# (prepare() replaces the checkout and the plug-in that a running session is using).
+_session_lock = None
+
+
 class Unavailable(Exception):
     """No GIMP 3 can be had here; the message says why."""
 
@@ -285,10 +295,26 @@ def install(gimp):
             result.stderr.decode(errors="replace")[-4000:]))
 
 
+def lock_session(gimp):
+    global _session_lock
+    if _session_lock is not None or fcntl is None:
+        return
+    path = gimp.host_path(gimp.work + ".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log("another test session is using %r; waiting for it to finish" % gimp)
+        fcntl.flock(handle, fcntl.LOCK_EX)
+    _session_lock = handle
+
+
 def prepare():
     """A Gimp3 with this checkout's plug-in installed and the host's models linked in."""
     started = time.monotonic()
     gimp = find_gimp()
+    lock_session(gimp)
     if gimp.root:
         copy_checkout(gimp)
     link_models(gimp)
