@@ -337,7 +337,10 @@ def masks_for(jobs, image, helper, progress, where):
     """Runs the helper on every job of an image; the image is not touched."""
     depth = mask_depth(image)
     for number, job in enumerate(jobs, 1):
-        progress.layer(where if len(jobs) == 1 else "%s, layer %d of %d" % (where, number, len(jobs)))
+        if len(jobs) > 1:
+            progress.layer(where + _(", layer %d of %d") % (number, len(jobs)))
+        else:
+            progress.layer(where)
         channels, pixels = read_pixels(job)
         job.mask = helper.mask(job.width, job.height, channels, pixels, depth, progress.helper)
         progress.layer_done()

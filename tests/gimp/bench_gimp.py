@@ -10,7 +10,6 @@ Needs what the in-GIMP tests need (tests/gimp/gimp3.py) and Pillow.  Not a test:
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path

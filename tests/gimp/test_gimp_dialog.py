@@ -1,6 +1,5 @@
 """The dialog in GIMP's real window (Xvfb): it shows, its choice is used, and remembered."""
 
-import shutil
 
 import pytest
 from PIL import Image

@@ -9,7 +9,6 @@ import hashlib
 import json
 import os
 import runpy
-import sys
 import traceback
 
 import gi
