@@ -8,6 +8,7 @@ descriptor 1 is pointed at stderr, so stray prints from any library land in the 
 import os
 import platform
 import sys
+import threading
 import time
 import traceback
 
@@ -15,6 +16,9 @@ from . import __version__, protocol
 
 # How often, at most, progress messages go out during one stage.
 PROGRESS_INTERVAL = 0.1
+
+# How often the helper checks that the process that started it is still there.
+PARENT_CHECK_INTERVAL = 0.25
 
 
 class RequestError(Exception):
@@ -206,7 +210,25 @@ class Server:
         return report
 
 
+def exit_with_parent(interval=PARENT_CHECK_INTERVAL):
+    """Exits at once when the process that started the helper dies.
+
+    GIMP kills the plug-in when the user cancels; stdin's end of file would only be seen
+    after the current inference, seconds later.  (Where the system does not re-parent
+    orphans, as on Windows, end of file on stdin remains the signal.)
+    """
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def main():
+    exit_with_parent()
     # Keep the real stdout for replies; anything else written to fd 1 goes to stderr.
     replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())

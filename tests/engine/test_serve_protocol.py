@@ -163,6 +163,44 @@ def test_exits_at_end_of_input():
     assert process.wait(timeout=20) == 0
 
 
+@pytest.mark.skipif(os.name == "nt", reason="Windows does not re-parent orphans; end of input is the signal there")
+def test_exits_when_its_parent_is_killed(tmp_path):
+    """As when GIMP kills the plug-in on Cancel, even while the helper's input stays open."""
+    read_end, write_end = os.pipe()          # this test keeps the write end: no end of input
+    pid_file = tmp_path / "helper.pid"
+    parent = subprocess.Popen(
+        [sys.executable, "-c",
+         "import subprocess, sys, time\n"
+         "helper = subprocess.Popen([sys.executable, '-m', 'remove_background.serve'], stdin=%d)\n"
+         "open(%r, 'w').write(str(helper.pid))\n"
+         "time.sleep(600)\n" % (read_end, str(pid_file))],
+        pass_fds=(read_end,))
+    try:
+        deadline = time.monotonic() + 20
+        while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        helper_pid = int(pid_file.read_text())
+        time.sleep(1)                        # the helper is up and waiting for a request
+        assert os.waitpid(parent.pid, os.WNOHANG) == (0, 0)
+        os.kill(helper_pid, 0)               # still running
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                os.kill(helper_pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(helper_pid, signal.SIGKILL)
+            pytest.fail("the helper outlived its parent by 5 s")
+    finally:
+        parent.kill()
+        os.close(read_end)
+        os.close(write_end)
+
+
 def test_helper_killed_mid_request_is_detected(tiny_model):
     helper = HelperClient(SERVE)
     helper.start()
