@@ -125,6 +125,14 @@ def test_first_run_proves_it_with_a_real_cutout(first):
     assert 0.1 < sum(histogram[240:]) / total < 0.9
 
 
+def test_first_run_names_the_command_line_tool(first):
+    line = [l for l in first.first.stdout.splitlines() if l.strip().startswith("command:")]
+    assert len(line) == 1
+    command = line[0].split("command:", 1)[1].strip()
+    done = subprocess.run([command, "--help"], stdout=subprocess.PIPE, universal_newlines=True)
+    assert done.returncode == 0 and "--mask-only" in done.stdout
+
+
 def test_second_run_skips_pip_and_duplicates_nothing(second):
     run = second.second
     assert run.code == 0, run
