@@ -642,9 +642,7 @@ def summarize(places, out, model):
         return EXIT_NO_GIMP
     out.always("Done. Remove Background for GIMP is installed:")
     out.always("  helper:  %s" % places.python)
-    command = os.path.join(os.path.dirname(str(places.python)),
-                           "remove-background.exe" if os.name == "nt" else "remove-background")
-    out.always("  command: %s" % command)
+    out.always("  command: %s" % venv_script(places.venv, PLUGIN_NAME, places.system))
     for target, flatpak in places.targets:
         out.always("  plug-in: %s%s" % (target, " (GIMP's Flatpak)" if flatpak else ""))
     if model:

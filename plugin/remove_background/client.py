@@ -38,6 +38,8 @@ BUNDLE_VARIABLES = (
 INSTALL_HINT = "Run `python3 install.py` from the plug-in's source folder to set up the helper."
 STDERR_TAIL_LINES = 20
 CLOSE_TIMEOUT = 3.0
+# GIMP asks for the models while it builds the procedure (also at start-up): never wait long.
+MODELS_TIMEOUT = 20.0
 PIPE_BYTES = 1 << 20
 
 
@@ -254,6 +256,9 @@ class HelperClient:
         if code is not None:
             message += ", exit status %s" % code
         message += ")."
+        if code == -9:
+            message += (" The system may have stopped it for lack of memory: select a smaller"
+                        " area, or close other programs, and try again.")
         if self.host_spawn:
             message += (" It runs on the host through flatpak-spawn, which needs GIMP's Flatpak"
                         " to be allowed to talk to org.freedesktop.Flatpak.")
@@ -263,14 +268,34 @@ class HelperClient:
 
     # -- requests --------------------------------------------------------------------------
 
-    def _request(self, header, payload=b"", on_progress=None, expect=None):
-        """Sends one request and returns (reply header, payload) of its final reply."""
+    def _request(self, header, payload=b"", on_progress=None, expect=None, timeout=None):
+        """Sends one request and returns (reply header, payload) of its final reply.
+
+        With ``timeout``, a helper that has not answered within that many seconds is stopped.
+        """
         if self._process is None:
             if self._stopped:
                 # No silent restart: the model it had loaded is gone with it.
                 raise HelperError(HELPER_DIED, "The helper has stopped; start it again.")
             self.start()
         process = self._process
+        watchdog = None
+        if timeout is not None:
+            watchdog = threading.Timer(timeout, process.kill)
+            watchdog.daemon = True
+            watchdog.start()
+        try:
+            return self._exchange(process, header, payload, on_progress, expect)
+        except HelperError as error:
+            if watchdog is not None and watchdog.finished.is_set():
+                error.message = "The helper gave no answer within %g seconds and was stopped." % timeout
+                error.args = (error.message,)
+            raise
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+
+    def _exchange(self, process, header, payload, on_progress, expect):
         try:
             protocol.write_message(process.stdin, header, payload)
         except (BrokenPipeError, ConnectionError, OSError, ValueError) as error:
@@ -310,7 +335,7 @@ class HelperClient:
 
     def models(self):
         """{"default": NAME, "models": [{"name", "title", "installed", ...}, ...]}."""
-        reply, _ = self._request({"op": "models"}, expect="models")
+        reply, _ = self._request({"op": "models"}, expect="models", timeout=MODELS_TIMEOUT)
         return reply
 
     def load(self, model, threads=0, file=None, preprocess=None):

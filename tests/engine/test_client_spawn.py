@@ -82,3 +82,26 @@ def test_unstartable_command_is_not_installed(tmp_path):
     with pytest.raises(HelperError) as caught:
         HelperClient([str(tmp_path / "missing-python")]).start()
     assert caught.value.kind == client.NOT_INSTALLED
+
+
+def test_a_helper_that_never_answers_models_is_stopped(monkeypatch):
+    # GIMP asks for the models while building its procedures: a stuck helper must not hang it.
+    monkeypatch.setattr(client, "MODELS_TIMEOUT", 1.0)
+    silent = HelperClient([sys.executable, "-c", "import time; time.sleep(60)"])
+    started = time.monotonic()
+    with pytest.raises(HelperError) as caught:
+        silent.models()
+    assert caught.value.kind == client.HELPER_DIED
+    assert "no answer within 1 seconds" in str(caught.value)
+    assert time.monotonic() - started < 15
+    assert silent._process is None or silent._process.poll() is not None
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
+def test_a_helper_killed_like_the_oom_killer_says_memory_may_be_why():
+    suicide = "import os, signal, sys; sys.stdin.readline(); os.kill(os.getpid(), signal.SIGKILL)"
+    helper = HelperClient([sys.executable, "-c", suicide])
+    with pytest.raises(HelperError) as caught:
+        helper.hello()
+    assert caught.value.kind == client.HELPER_DIED
+    assert "exit status -9" in str(caught.value) and "lack of memory" in str(caught.value)
