@@ -1,5 +1,7 @@
 """Every error model_fetch raises; all are FetchError, so callers can catch one class."""
 
+import sys
+
 
 class FetchError(Exception):
     """Base class of every model_fetch error."""
@@ -19,7 +21,7 @@ class ModelNotInstalled(FetchError):
     def __init__(self, name):
         super().__init__(
             "model %r is not installed (or its file failed verification). "
-            "Fetch it with:\n  python -m model_fetch fetch %s" % (name, name))
+            "Fetch it with:\n  %s -m model_fetch fetch %s" % (name, sys.executable, name))
         self.name = name
 
 

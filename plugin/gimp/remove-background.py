@@ -91,15 +91,13 @@ def helper_models():
     return models, default if default in names else names[0]
 
 
-def describe(error, python=None, model=None):
-    """The message for a HelperError: what went wrong and what to do about it."""
+def describe(error):
+    """The message for a HelperError: what went wrong and what to do about it.
+
+    A missing model's message already names the exact fetch command, with the helper's
+    own interpreter.
+    """
     text = error.message
-    if error.kind == "model_missing" and python:
-        # The exact command: the helper's own interpreter, which has model_fetch.
-        if "python -m model_fetch" in text:
-            text = text.replace("python -m model_fetch", "%s -m model_fetch" % python)
-        else:
-            text += "\nFetch it with:\n  %s -m model_fetch fetch %s" % (python, model)
     if error.stderr_tail:
         text += "\n\nThe helper's last messages:\n" + error.stderr_tail
     return text
@@ -112,12 +110,10 @@ class Helper:
         self.model = model
         self.threads = threads
         self.client = None
-        self.python = None
 
     def mask(self, width, height, channels, pixels, mask_depth, on_progress):
         if self.client is None:
             client = HelperClient.from_config(PLUG_IN_DIR)
-            self.python = client.command[0]
             on_progress("loading", 0.0)
             client.start()
             try:
@@ -140,7 +136,7 @@ class Helper:
             self.client = None
 
     def error_text(self, error):
-        return describe(error, self.python, self.model)
+        return describe(error)
 
 
 # -- reading the image ----------------------------------------------------------------------

@@ -170,7 +170,7 @@ def test_missing_model_names_the_fetch_command(tmp_path):
     result = subprocess.run([sys.executable, "-m", "remove_background", str(tmp_path / "photo.png"),
                              "--model", "isnet"], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 2
-    assert "python -m model_fetch fetch isnet" in result.stderr
+    assert "%s -m model_fetch fetch isnet" % sys.executable in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "photo.nobg.png").exists()
 

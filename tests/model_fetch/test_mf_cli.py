@@ -34,7 +34,7 @@ def test_cli_commands_and_exit_statuses(server, tmp_path):
     assert "non-commercial" in lines["nc"]
 
     status, out, err = run(tmp_path, registry, "path", "good")
-    assert status == 1 and "python -m model_fetch fetch good" in err
+    assert status == 1 and "%s -m model_fetch fetch good" % sys.executable in err
 
     status, out, err = run(tmp_path, registry, "fetch", "good")
     assert status == 0 and out == "good: %s\n" % (tmp_path / "cache" / "good.onnx")

@@ -59,7 +59,7 @@ def test_not_installed_names_the_fetch_command_without_network(tmp_path, no_netw
     assert store.is_installed("m") is False
     with pytest.raises(model_fetch.ModelNotInstalled) as info:
         store.installed_path("m")
-    assert "python -m model_fetch fetch m" in str(info.value)
+    assert "%s -m model_fetch fetch m" % sys.executable in str(info.value)
     with pytest.raises(model_fetch.UnknownModel, match="known models: m"):
         store.is_installed("nope")
     assert isinstance(info.value, model_fetch.FetchError)
