@@ -242,12 +242,16 @@ def crop(mask, width, depth, left, top, right, bottom):
 
 
 def apply_as_masks(image, jobs, depth, has_selection):
+    # Every new mask is made and filled before any layer changes: a failure there changes nothing.
+    masks = []
     for job in jobs:
+        mask = job.layer.create_mask(Gimp.AddMaskType.BLACK)
+        write_mask(mask, job.x, job.y, job.width, job.height, job.mask, depth)
+        masks.append(mask)
+    for job, mask in zip(jobs, masks):
         layer = job.layer
         if layer.get_mask() is not None:
             layer.remove_mask(Gimp.MaskApplyMode.DISCARD)
-        mask = layer.create_mask(Gimp.AddMaskType.BLACK)
-        write_mask(mask, job.x, job.y, job.width, job.height, job.mask, depth)
         layer.add_mask(mask)
         if has_selection:
             # Black outside the selection, and faded where the selection is feathered.
@@ -259,26 +263,31 @@ def apply_as_selection(image, jobs, depth, has_selection):
     canvas_w, canvas_h = image.get_width(), image.get_height()
     saved = Gimp.Selection.save(image) if has_selection else None
     operation = Gimp.ChannelOps.REPLACE
-    for job in jobs:
-        _ok, off_x, off_y = job.layer.get_offsets()
-        # The job's area in image coordinates, cut to the canvas (channels cannot stick out).
-        left, top = max(off_x + job.x, 0), max(off_y + job.y, 0)
-        right = min(off_x + job.x + job.width, canvas_w)
-        bottom = min(off_y + job.y + job.height, canvas_h)
-        channel = Gimp.Channel.new(image, "Remove Background", canvas_w, canvas_h, 100.0,
-                                   Gegl.Color.new("black"))
-        image.insert_channel(channel, None, 0)
-        if right > left and bottom > top:
-            part = crop(job.mask, job.width, depth,
-                        left - off_x - job.x, top - off_y - job.y,
-                        right - off_x - job.x, bottom - off_y - job.y)
-            write_mask(channel, left, top, right - left, bottom - top, part, depth)
-        image.select_item(operation, channel)
-        image.remove_channel(channel)
-        operation = Gimp.ChannelOps.ADD
-    if saved is not None:
-        image.select_item(Gimp.ChannelOps.INTERSECT, saved)
-        image.remove_channel(saved)
+    try:
+        for job in jobs:
+            _ok, off_x, off_y = job.layer.get_offsets()
+            # The job's area in image coordinates, cut to the canvas (channels cannot stick out).
+            left, top = max(off_x + job.x, 0), max(off_y + job.y, 0)
+            right = min(off_x + job.x + job.width, canvas_w)
+            bottom = min(off_y + job.y + job.height, canvas_h)
+            channel = Gimp.Channel.new(image, "Remove Background", canvas_w, canvas_h, 100.0,
+                                       Gegl.Color.new("black"))
+            image.insert_channel(channel, None, 0)
+            try:
+                if right > left and bottom > top:
+                    part = crop(job.mask, job.width, depth,
+                                left - off_x - job.x, top - off_y - job.y,
+                                right - off_x - job.x, bottom - off_y - job.y)
+                    write_mask(channel, left, top, right - left, bottom - top, part, depth)
+                image.select_item(operation, channel)
+            finally:
+                image.remove_channel(channel)
+            operation = Gimp.ChannelOps.ADD
+        if saved is not None:
+            image.select_item(Gimp.ChannelOps.INTERSECT, saved)
+    finally:
+        if saved is not None:
+            image.remove_channel(saved)
 
 
 def apply(image, jobs, output):
