@@ -42,3 +42,17 @@ def test_repeat_uses_the_last_values(run):
 def test_a_script_gets_the_defaults(run):
     results, _run_dir, _last = run
     assert results["defaults"] == {"status": "success", "selection": False, "mask": True}
+
+
+def test_one_ctrl_z_in_the_window_undoes_the_whole_run(run):
+    results, _run_dir, _last = run
+    undo = results["undo"]
+    assert undo["status"] == "success", undo["message"]
+    before, filtered, after = undo["before"], undo["filtered"], undo["after"]
+    assert before["mask"] is not None
+    # The run replaced the old mask by a new one, and left the layer's pixels alone.
+    assert filtered["mask"] is not None and filtered["mask"] != before["mask"]
+    assert filtered["pixels"] == before["pixels"]
+    assert undo["window"], undo.get("windows")
+    # One Ctrl+Z: the old mask is back, pixel for pixel, and so is the layer.
+    assert after == before

@@ -3,14 +3,18 @@
 1. An interactive run shows the dialog; dialog_driver.py picks Output: Selection and OK.
 2. A run with the last values (what Filters > Repeat does) must use Selection again.
 3. A non-interactive run with no arguments given uses the defaults: a layer mask.
+4. One undo step per image: on a layer that already has a mask, the run (which removes the
+   old mask and adds its own) is undone by a single Ctrl+Z pressed in the image's window.
 """
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 
-from support import PARAMS, PROC_ONE, RESULTS, Gimp, load, source
+from support import PARAMS, PROC_ONE, RESULTS, Gimp, digest, load, pixels, run_procedure, source
 
 DRIVER = os.path.join(PARAMS["in_gimp"], "dialog_driver.py")
 
@@ -40,3 +44,56 @@ with open(os.path.join(PARAMS["out"], "driver.json")) as handle:
     RESULTS["driver"] = json.load(handle)
 RESULTS["repeat"] = run(Gimp.RunMode.WITH_LAST_VALS, photo())
 RESULTS["defaults"] = run(Gimp.RunMode.NONINTERACTIVE, photo())
+
+
+def xdotool(*arguments):
+    return subprocess.run(["xdotool"] + list(arguments), stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, timeout=30).stdout.decode()
+
+
+def layer_state(layer):
+    mask = layer.get_mask()
+    return {"pixels": digest(pixels(layer)),
+            "mask": digest(pixels(mask)) if mask is not None else None}
+
+
+def undo_once_in_the_window(image):
+    """Presses Ctrl+Z once in the image's window; returns the layer's state afterwards."""
+    layer = image.get_layers()[0]
+    filtered = layer_state(layer)
+    Gimp.displays_flush()
+    # The window's title names the image by its ID: "[Untitled]-ID.VIEW (...) – GIMP".
+    title = re.compile(r"-%d\.[0-9]+ \(" % image.get_id())
+    window, names = None, []
+    deadline = time.monotonic() + 30
+    while window is None and time.monotonic() < deadline:
+        names = [(found, xdotool("getwindowname", found).strip())
+                 for found in xdotool("search", "--name", ".").split()]
+        window = next((found for found, name in names if title.search(name)), None)
+        time.sleep(0.3)
+    report = {"window": window is not None}
+    if window is None:   # what there is instead, for the failure message
+        report["windows"] = [name for _found, name in names]
+    else:
+        xdotool("windowfocus", "--sync", window)
+        time.sleep(1.0)
+        xdotool("key", "--clearmodifiers", "ctrl+z")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and layer_state(layer) == filtered:
+            time.sleep(0.2)
+        time.sleep(1.0)   # anything more the one key press did has arrived by now
+    report["after"] = layer_state(layer)
+    return report
+
+
+image = photo()
+layer = image.get_layers()[0]
+# An old mask of its own: the layer's gray values, unlike any mask the plug-in makes.
+layer.add_mask(layer.create_mask(Gimp.AddMaskType.COPY))
+Gimp.Display.new(image)
+Gimp.displays_flush()
+before = layer_state(layer)
+status, message, _values = run_procedure(PROC_ONE, image, [layer])
+undo = {"status": status, "message": message, "before": before, "filtered": layer_state(layer)}
+undo.update(undo_once_in_the_window(image))
+RESULTS["undo"] = undo
