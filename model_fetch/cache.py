@@ -41,19 +41,25 @@ def new_hash(algorithm):
     return hashlib.new(algorithm)
 
 
-def hash_file(path, algorithm, progress=None, label=None) -> str:
+def file_digest(path, algorithm, progress=None, label=None):
+    """The hash object of a file's contents, reading it in blocks with progress."""
     digest = new_hash(algorithm)
+    label = label or "verify %s" % Path(path).name
     total = os.path.getsize(path)
     done = 0
     if progress:
-        progress(label or "verify %s" % Path(path).name, 0, total)
+        progress(label, 0, total)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(_BLOCK), b""):
             digest.update(block)
             done += len(block)
             if progress:
-                progress(label or "verify %s" % Path(path).name, done, total)
-    return digest.hexdigest()
+                progress(label, done, total)
+    return digest
+
+
+def hash_file(path, algorithm, progress=None, label=None) -> str:
+    return file_digest(path, algorithm, progress, label).hexdigest()
 
 
 def stamp_path(model_path: Path) -> Path:

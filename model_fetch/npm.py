@@ -17,7 +17,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from .cache import new_hash
+from .cache import file_digest
 from .errors import FetchError, IntegrityError, NpmRegistryNotFound, UnsafeArchive
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -89,15 +89,7 @@ def check_integrity(path, integrity, what, progress=None):
             break
     else:
         raise FetchError("the npm registry gives no sha256/384/512 integrity for the tarball: %r" % integrity)
-    digest = new_hash(algorithm)
-    total = os.path.getsize(path)
-    done = 0
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_BLOCK), b""):
-            digest.update(block)
-            done += len(block)
-            if progress:
-                progress("check the npm tarball", done, total)
+    digest = file_digest(path, algorithm, progress, "check the npm tarball")
     actual = base64.b64encode(digest.digest()).decode("ascii")
     if actual != candidates[algorithm]:
         raise IntegrityError(what, algorithm, candidates[algorithm], actual)

@@ -147,14 +147,12 @@ class HelperClient:
         python = config.get("python") if isinstance(config, dict) else None
         if not isinstance(python, str) or not python:
             raise HelperError(NOT_INSTALLED, "%s names no helper Python. %s" % (path, INSTALL_HINT))
-        host_spawn = config.get("host_spawn")
-        if host_spawn is None:
-            host_spawn = in_flatpak() and not made_in_sandbox(python)
-        if not host_spawn and not os.path.exists(python):
+        client = cls([python, "-m", "remove_background.serve"], env=config.get("env") or {},
+                     host_spawn=config.get("host_spawn"))
+        if not client.host_spawn and not os.path.exists(python):
             raise HelperError(NOT_INSTALLED, "The helper's Python %s does not exist. %s"
                               % (python, INSTALL_HINT))
-        env = config.get("env") or {}
-        return cls([python, "-m", "remove_background.serve"], env=env, host_spawn=host_spawn)
+        return client
 
     # -- process lifetime ------------------------------------------------------------------
 
