@@ -37,6 +37,7 @@ from gi.repository import Babl
 from gi.repository import GObject
 from gi.repository import GLib
 
+from remove_background import protocol
 from remove_background.client import HelperClient, HelperError, HELPER_DIED, NOT_INSTALLED
 
 PROC_ONE = "plug-in-remove-background"
@@ -58,8 +59,9 @@ EIGHT_BIT = (Gimp.Precision.U8_LINEAR, Gimp.Precision.U8_NON_LINEAR, Gimp.Precis
 SHARE_SEND = 0.05
 SHARE_HELPER = 0.9
 # The helper's stages (protocol.STAGES), as the progress bar names them.
-HELPER_STAGES = (("received", "sending"), ("preprocess", "preparing"),
-                 ("inference", "finding the subject"), ("postprocess", "making the mask"))
+# What the progress bar says during each of the helper's stages (protocol.STAGES, in order).
+STAGE_LABELS = {"received": "sending", "preprocess": "preparing",
+                "inference": "finding the subject", "postprocess": "making the mask"}
 
 
 def _(message):
@@ -326,12 +328,11 @@ class Progress:
         if stage == "loading":
             self.show(_("loading the model"), SHARE_SEND)
             return
-        stages = [name for name, _label in HELPER_STAGES]
-        if stage not in stages:
+        if stage not in protocol.STAGES:
             return
-        index = stages.index(stage)
-        within = (index + min(max(float(fraction or 0.0), 0.0), 1.0)) / len(stages)
-        self.show(_(HELPER_STAGES[index][1]), SHARE_SEND + SHARE_HELPER * within)
+        index = protocol.STAGES.index(stage)
+        within = (index + min(max(float(fraction or 0.0), 0.0), 1.0)) / len(protocol.STAGES)
+        self.show(_(STAGE_LABELS[stage]), SHARE_SEND + SHARE_HELPER * within)
 
     def layer_done(self):
         self.done += 1

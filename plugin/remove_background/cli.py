@@ -211,11 +211,7 @@ def open_engine(name, threads, file=None):
         if name is None:
             name = model_fetch.default_model()
         return engine.load(name, threads=threads, file=file)
-    except model_fetch.ModelNotInstalled as error:
-        fail("%s" % error)
-    except model_fetch.FetchError as error:
-        fail(str(error))
-    except engine.ModelLoadError as error:
+    except (model_fetch.FetchError, engine.ModelLoadError) as error:  # ModelNotInstalled included
         fail(str(error))
 
 
