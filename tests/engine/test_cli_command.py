@@ -210,3 +210,16 @@ def test_same_names_do_not_overwrite_each_other(tmp_path, run):
     assert run(tmp_path)[0] == 0
     assert sorted(p.name for p in tmp_path.glob("*.nobg.png")) == [
         "a.jpg.nobg.png", "a.png.nobg.png", "b.nobg.png"]
+
+
+def test_colour_profile_goes_with_the_cut_out(tmp_path, run):
+    from PIL import ImageCms
+
+    rgb_profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.fromarray(banded(), "RGB").save(tmp_path / "tagged.jpg", icc_profile=rgb_profile, quality=95)
+    assert run(tmp_path / "tagged.jpg")[0] == 0
+    assert Image.open(tmp_path / "tagged.nobg.png").info.get("icc_profile") == rgb_profile
+    assert run(tmp_path / "tagged.jpg", "--background", "white", "-o", tmp_path / "white.png")[0] == 0
+    assert Image.open(tmp_path / "white.png").info.get("icc_profile") == rgb_profile
+    assert run(tmp_path / "tagged.jpg", "--mask-only")[0] == 0
+    assert "icc_profile" not in Image.open(tmp_path / "tagged.mask.png").info   # a mask has no colours
