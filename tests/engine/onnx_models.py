@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 import pytest
 from onnx import TensorProto, helper
 
@@ -59,6 +60,19 @@ def red_mask_model(path, width=1024, height=1024):
              helper.make_node("Mul", ["r", "scale"], ["scaled"]),
              helper.make_node("Add", ["scaled", "shift"], ["output"])]
     graph = helper.make_graph(nodes, "red_mask", [x], [out], initializer=tensors)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    return save(model, path)
+
+
+def replay_model(path, recorded, width=1024, height=1024):
+    """Returns ``recorded`` (a float32 array) whatever its input: a real model's output,
+    replayed at no cost, so that the benchmark can time everything except inference."""
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, height, width])
+    out = helper.make_tensor_value_info("output", TensorProto.FLOAT, list(recorded.shape))
+    constant = onnx.numpy_helper.from_array(np.asarray(recorded, np.float32), "recorded")
+    graph = helper.make_graph([helper.make_node("Identity", ["recorded"], ["output"])],
+                              "replay", [x], [out], initializer=[constant])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 8
     return save(model, path)

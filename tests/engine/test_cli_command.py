@@ -179,8 +179,9 @@ def test_missing_model_names_the_fetch_command(tmp_path):
 def test_one_progress_line_per_file_on_a_terminal(tmp_path, red_mask_onnx):  # noqa: F811
     import pty
 
-    for name in ("one", "two"):
+    for name in ("a", "c"):
         Image.fromarray(banded(), "RGB").save(tmp_path / ("%s.png" % name))
+    (tmp_path / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(100))
     controller, terminal = pty.openpty()
     process = subprocess.Popen(
         [sys.executable, "-m", "remove_background", str(tmp_path), "--model", "isnet",
@@ -197,10 +198,13 @@ def test_one_progress_line_per_file_on_a_terminal(tmp_path, red_mask_onnx):  # n
             break
         output += chunk
     os.close(controller)
-    assert process.wait(timeout=120) == 0
-    lines = output.decode().splitlines()
-    assert [line.split()[0] for line in lines if line.startswith("[")] == ["[1/2]", "[2/2]"]
-    assert "2 done, 0 failed" in lines[-1]
+    assert process.wait(timeout=120) == 1
+    lines = [line for line in output.decode().splitlines() if "GPU" not in line]
+    # In order, although reading, inference and writing of neighbouring files overlap.
+    assert lines[0].startswith("[1/3]") and "a.png" in lines[0]
+    assert "b.png: not a readable image" in lines[1]
+    assert lines[2].startswith("[3/3]") and "c.png" in lines[2]
+    assert "2 done, 1 failed" in lines[-1]
 
 
 def test_same_names_do_not_overwrite_each_other(tmp_path, run):
@@ -223,3 +227,27 @@ def test_colour_profile_goes_with_the_cut_out(tmp_path, run):
     assert Image.open(tmp_path / "white.png").info.get("icc_profile") == rgb_profile
     assert run(tmp_path / "tagged.jpg", "--mask-only")[0] == 0
     assert "icc_profile" not in Image.open(tmp_path / "tagged.mask.png").info   # a mask has no colours
+
+
+def test_each_result_comes_from_its_own_photo(tmp_path, run):
+    reds = [30, 90, 150, 210, 250]
+    for index, red in enumerate(reds):
+        pixels = np.zeros((20 + index, 30, 3), np.uint8)
+        pixels[:, :, 0] = red
+        Image.fromarray(pixels, "RGB").save(tmp_path / ("p%d.png" % index))
+    assert run(tmp_path, "-o", tmp_path / "out")[0] == 0
+    for index, red in enumerate(reds):
+        out = np.asarray(Image.open(tmp_path / "out" / ("p%d.nobg.png" % index)))
+        assert out.shape == (20 + index, 30, 4)
+        assert abs(int(out[10, 15, 3]) - red) <= 1 and out[10, 15, 0] == red
+
+
+def test_a_result_that_cannot_be_written_is_reported_and_the_others_go_on(tmp_path, run):
+    for name in ("a", "b", "c"):
+        Image.fromarray(banded(), "RGB").save(tmp_path / ("%s.png" % name))
+    (tmp_path / "out" / "b.nobg.png" / "in the way").mkdir(parents=True)    # a folder there
+    status, err = run(tmp_path, "-o", tmp_path / "out")
+    assert status == 1
+    assert "b.png" in err and "2 done, 1 failed" in err
+    assert (tmp_path / "out" / "a.nobg.png").is_file() and (tmp_path / "out" / "c.nobg.png").is_file()
+    assert not list((tmp_path / "out").glob("*.part"))
