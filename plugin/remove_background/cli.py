@@ -212,20 +212,40 @@ def read_input(source, target, keep_image):
 
 
 def write_output(photo, mask, target, mask_only, background, workers):
+    if mask_only:
+        colour, alpha, profile = mask, None, None
+    else:
+        colour, alpha = straight_alpha(photo.pixels, mask)
+        profile = photo.profile
+        if background is not None:
+            colour, alpha = pixels_of(composite(photo.image, alpha, background)), None
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".part")
     try:
-        if mask_only:
-            png_writer.write(partial, mask, workers=workers)
+        format_name = Image.registered_extensions().get(target.suffix.lower(), "PNG")
+        if format_name == "PNG":
+            png_writer.write(partial, colour, alpha, workers, profile)
         else:
-            colour, alpha = straight_alpha(photo.pixels, mask)
-            if background is not None:
-                colour, alpha = pixels_of(composite(photo.image, alpha, background)), None
-            png_writer.write(partial, colour, alpha, workers, photo.profile)
+            save_with_pillow(partial, format_name, colour, alpha, profile)
         os.replace(partial, target)
     finally:
         if partial.exists():
             partial.unlink()
+
+
+def save_with_pillow(path, format_name, colour, alpha, profile):
+    """An output name asking for another format (photo.jpg with --background, say)."""
+    image = Image.fromarray(colour[:, :, 0] if colour.ndim == 3 and colour.shape[2] == 1 else colour)
+    if alpha is not None:
+        image.putalpha(Image.fromarray(alpha, "L"))
+    options = {"quality": 95} if format_name in ("JPEG", "WEBP") else {}
+    if png_writer.fits(profile, len(image.getbands())):
+        options["icc_profile"] = profile
+    try:
+        image.save(path, format_name, **options)
+    except (OSError, KeyError, ValueError) as error:      # JPEG and RGBA, for one
+        hint = " (it has no transparency: name the output .png, or use --background)" if alpha is not None else ""
+        raise InputError("cannot write %s: %s%s" % (format_name, error, hint)) from None
 
 
 def process_file(engine, source, target, mask_only, background):

@@ -251,3 +251,17 @@ def test_a_result_that_cannot_be_written_is_reported_and_the_others_go_on(tmp_pa
     assert "b.png" in err and "2 done, 1 failed" in err
     assert (tmp_path / "out" / "a.nobg.png").is_file() and (tmp_path / "out" / "c.nobg.png").is_file()
     assert not list((tmp_path / "out").glob("*.part"))
+
+
+def test_an_output_name_in_another_format_gets_that_format(tmp_path, run):
+    Image.fromarray(banded(), "RGB").save(tmp_path / "photo.png")
+    assert run(tmp_path / "photo.png", "--background", "white", "-o", tmp_path / "white.jpg")[0] == 0
+    white = Image.open(tmp_path / "white.jpg")
+    assert white.format == "JPEG" and white.mode == "RGB"
+    assert band_values(np.asarray(white)[:, :, 0])[0] >= 250                  # red 0: all white
+    assert run(tmp_path / "photo.png", "-o", tmp_path / "cut.webp")[0] == 0
+    assert Image.open(tmp_path / "cut.webp").format == "WEBP" and Image.open(tmp_path / "cut.webp").mode == "RGBA"
+    status, err = run(tmp_path / "photo.png", "-o", tmp_path / "cut.jpg")    # JPEG has no alpha
+    assert status == 1 and "name the output .png" in err
+    assert "transparency" in err and not (tmp_path / "cut.jpg").exists()
+    assert not list(tmp_path.glob("*.part"))
