@@ -10,7 +10,7 @@ The functions below use the packaged registry and the default cache folder
 """
 
 from .cache import default_cache_dir
-from .download import Settings
+from .settings import Settings
 from .errors import (DiskFull, DownloadError, FetchError, IntegrityError, LicenseNotAccepted, ModelNotInstalled,
                      NoNetwork, NpmRegistryNotFound, RegistryError, UnknownModel, UnsafeArchive)
 from .registry import Model, Registry

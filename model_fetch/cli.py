@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from .download import Settings
+from .settings import Settings
 from .errors import FetchError
 from .registry import Registry
 from .store import Store

