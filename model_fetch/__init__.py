@@ -18,6 +18,7 @@ from .store import Store
 
 __all__ = [
     "get", "models", "cache_dir", "is_installed", "installed_path", "fetch", "verify", "import_file", "remove",
+    "derived_dir",
     "default_model", "Model", "Registry", "Store", "Settings",
     "FetchError", "UnknownModel", "ModelNotInstalled", "IntegrityError", "DownloadError", "NoNetwork", "DiskFull",
     "UnsafeArchive", "LicenseNotAccepted", "NpmRegistryNotFound", "RegistryError",
@@ -70,6 +71,11 @@ def import_file(name, path):
 
 def remove(name) -> bool:
     return _default().remove(name)
+
+
+def derived_dir(name):
+    """Where files made from the model (onnxruntime's optimised graph) may be kept."""
+    return _default().derived_dir(name)
 
 
 def default_model() -> str:

@@ -62,6 +62,11 @@ def hash_file(path, algorithm, progress=None, label=None) -> str:
     return file_digest(path, algorithm, progress, label).hexdigest()
 
 
+def derived_dir(model_path: Path) -> Path:
+    """The folder for files made from a model (onnxruntime's optimised graph); removed with it."""
+    return model_path.with_name(model_path.name + ".derived")
+
+
 def stamp_path(model_path: Path) -> Path:
     return model_path.with_name(model_path.name + ".verified")
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 from . import npm
-from .cache import default_cache_dir, has_valid_stamp, hash_file, locked, remove_quietly, stamp_path, write_stamp
+from .cache import (default_cache_dir, derived_dir, has_valid_stamp, hash_file, locked, remove_quietly, stamp_path,
+                    write_stamp)
 from .errors import (DiskFull, FetchError, IntegrityError, LicenseNotAccepted, ModelNotInstalled, NoNetwork,
                      UnsafeArchive)
 from .registry import Registry
@@ -153,7 +155,13 @@ class Store:
         with self._lock(model, None):
             leftovers = [p for p in (path, stamp_path(path), _part(path), _tgz_part(path)) if p.exists()]
             remove_quietly(*leftovers)
+            if derived_dir(path).exists():
+                shutil.rmtree(derived_dir(path), ignore_errors=True)
+                leftovers.append(derived_dir(path))
         return bool(leftovers)
+
+    def derived_dir(self, name) -> Path:
+        return derived_dir(self.path_for(name))
 
     # -- internals ---------------------------------------------------------------------------------
 

@@ -3,11 +3,12 @@
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import onnxruntime
 
-from . import postprocess, preprocess
+from . import optimized, postprocess, preprocess
 
 # Preferred first; onnxruntime falls back along the list.
 GPU_PROVIDERS = (
@@ -50,8 +51,13 @@ def choose_providers(available=None, requested=None):
 
 
 class Engine:
-    def __init__(self, model_path, preprocess_spec, threads=0, providers=None, name=None):
-        """Loads the ONNX file; raises ModelLoadError naming the model and the file."""
+    def __init__(self, model_path, preprocess_spec, threads=0, providers=None, name=None,
+                 optimized_dir=None, identity=None):
+        """Loads the ONNX file; raises ModelLoadError naming the model and the file.
+
+        With ``optimized_dir`` and ``identity`` (the file's verified digest), onnxruntime's
+        optimised graph is saved there at the first load and opened at the next (CPU only).
+        """
         self.name = name or os.path.basename(str(model_path))
         self.path = str(model_path)
         self.preprocess = dict(preprocess_spec)
@@ -60,20 +66,13 @@ class Engine:
         except (ValueError, TypeError) as error:
             raise ModelLoadError("Model %s: bad preprocess description: %s" % (self.name, error)) from None
         self.threads = int(threads) if threads else cpu_count()
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-        options.log_severity_level = 3
-        # Memory patterns cost ISNet ~800 MB more from the second run on, for no speed gain.
-        options.enable_mem_pattern = False
-        # Idle threads would spin on the cores after each run, slowing the mask's upsampling
-        # and writing that follow it (and GIMP); measured: no cost to ISNet's inference.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._options = options
         wanted = choose_providers(requested=providers)
         started = time.monotonic()
-        self.session = self._open(options, wanted)
+        self.opened = self.path                 # or the saved optimised graph
+        if optimized_dir is not None and identity and wanted == [CPU_PROVIDER]:
+            self.session = self._open_optimized(Path(optimized_dir), identity)
+        else:
+            self.session = self._open(wanted)
         self.seconds = time.monotonic() - started
         self.provider = self.session.get_providers()[0]
         if self.provider == CPU_PROVIDER:
@@ -86,15 +85,59 @@ class Engine:
                     % (self.name, self.threads))
         self._check_model()
 
-    def _open(self, options, providers):
+    def session_options(self):
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        # Memory patterns cost ISNet ~800 MB more from the second run on, for no speed gain.
+        options.enable_mem_pattern = False
+        # Idle threads would spin on the cores after each run, slowing the mask's upsampling
+        # and writing that follow it (and GIMP); measured: no cost to ISNet's inference.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return options
+
+    def _open(self, providers, options=None):
         try:
-            return onnxruntime.InferenceSession(self.path, sess_options=options, providers=providers)
+            return onnxruntime.InferenceSession(self.path, sess_options=options or self.session_options(),
+                                                providers=providers)
         except Exception as error:  # onnxruntime raises several unrelated exception types
             if providers != [CPU_PROVIDER]:
                 log("could not start %s (%s); trying the CPU" % (providers[0], first_line(error)))
-                return self._open(options, [CPU_PROVIDER])
+                return self._open([CPU_PROVIDER])
             raise ModelLoadError("Cannot load model %s from %s: %s"
                                  % (self.name, self.path, first_line(error))) from None
+
+    def _open_optimized(self, folder, identity):
+        """The session from the saved optimised graph; without one, from the model, saving it."""
+        saved = optimized.saved_graph(folder, identity)
+        if optimized.is_usable(saved, identity):
+            options = self.session_options()
+            options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+            try:
+                session = onnxruntime.InferenceSession(str(saved), sess_options=options, providers=[CPU_PROVIDER])
+                self.opened = str(saved)
+                return session
+            except Exception as error:  # any damage: the model itself is still there
+                log("the saved optimised graph of %s cannot be used (%s); making it again"
+                    % (self.name, first_line(error)))
+                optimized.forget(saved)
+        made = folder / ("%s.%d.part" % (saved.name, os.getpid()))
+        options = self.session_options()
+        options.optimized_model_filepath = str(made)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            session = self._open([CPU_PROVIDER], options)
+        except (OSError, ModelLoadError):
+            # A read-only cache, or a graph onnxruntime cannot save (over 2 GB): load as usual.
+            optimized.forget(made)
+            return self._open([CPU_PROVIDER])
+        try:
+            optimized.keep(made, saved, identity)
+        except OSError:
+            optimized.forget(made)
+        return session
 
     def _check_model(self):
         inputs = self.session.get_inputs()
@@ -128,7 +171,7 @@ class Engine:
                 raise
             log("%s failed (%s); running %s on the CPU from now on"
                 % (self.provider, first_line(error), self.name))
-            self.session = self._open(self._options, [CPU_PROVIDER])
+            self.session = self._open([CPU_PROVIDER])
             self.provider = CPU_PROVIDER
             return self.session.run([self.output_name], feed)[0]
 
@@ -168,5 +211,7 @@ def load(name, threads=0, providers=None, file=None):
     import model_fetch
 
     model = model_fetch.get(name)
-    path = model_fetch.installed_path(name) if file is None else file
-    return Engine(path, model.preprocess, threads=threads, providers=providers, name=name)
+    if file is not None:
+        return Engine(file, model.preprocess, threads=threads, providers=providers, name=name)
+    return Engine(model_fetch.installed_path(name), model.preprocess, threads=threads, providers=providers,
+                  name=name, optimized_dir=model_fetch.derived_dir(name), identity=":".join(model.pin))

@@ -103,13 +103,16 @@ def test_registry_pin_change_invalidates_install(tmp_path):
     assert not repinned.is_installed("m")
 
 
-def test_remove_deletes_model_and_partial_downloads(tmp_path):
+def test_remove_deletes_model_partial_downloads_and_derived_files(tmp_path):
     data = payload("rm")
     source = tmp_path / "m.onnx"
     source.write_bytes(data)
     store = make_store(tmp_path, {"m": entry("m.onnx", data, [UNROUTABLE])})
     store.import_file("m", source)
     (tmp_path / "cache" / "m.onnx.part").write_bytes(b"partial")
+    assert store.derived_dir("m") == tmp_path / "cache" / "m.onnx.derived"
+    store.derived_dir("m").mkdir()
+    (store.derived_dir("m") / "graph.onnx").write_bytes(b"made from m")     # the helper's optimised graph
     assert store.remove("m") is True
     assert not store.is_installed("m")
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["m.onnx.lock"]
