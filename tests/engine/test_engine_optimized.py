@@ -83,6 +83,7 @@ def test_an_unwritable_folder_only_costs_the_saving(tiny, tmp_path):
     assert runner.opened == str(tiny) and np.isfinite(run(runner)).all()
 
 
+@pytest.mark.filterwarnings("ignore:Specified provider")         # onnxruntime's, about CUDA
 def test_a_gpu_request_does_not_use_the_saved_graph(tiny, tmp_path):
     folder = tmp_path / "derived"
     load(tiny, folder, providers="CUDAExecutionProvider")        # falls back to the CPU here
