@@ -27,6 +27,9 @@ Image.MAX_IMAGE_PIXELS = 20000 * 20000
 
 # Rows are copied out of Pillow images this many bytes at a time (see pixels_of).
 BAND_BYTES = 4 * 1024 * 1024
+# In a folder the next photo is read during the current one's inference (a third photo in
+# memory, with the one being written) unless it is larger than this.
+READ_AHEAD_PIXELS = 50_000_000
 CUTOUT_SUFFIX = ".nobg.png"
 MASK_SUFFIX = ".mask.png"
 
@@ -35,8 +38,13 @@ class InputError(Exception):
     """One input could not be used; the others go on."""
 
 
-# What goes wrong with one file and is reported with its name, the others going on.
-FILE_ERRORS = (InputError, MemoryError, OSError)
+def describe(error):
+    """One file's failure in words (whatever went wrong with it, the other files go on)."""
+    if isinstance(error, MemoryError):
+        return "not enough memory for this image"
+    if isinstance(error, (InputError, OSError)):
+        return str(error)
+    return "%s: %s" % (type(error).__name__, error)     # onnxruntime's, an encoder's, ...
 
 
 def parse_args(argv):
@@ -122,6 +130,13 @@ def output_paths(files, inputs, output, mask_only):
     return targets
 
 
+def overwriting(files, targets):
+    """The files whose output would replace an input (its own or another's), as InputErrors."""
+    inputs = {path.resolve() for path in files}
+    return [(path, InputError("the output %s would overwrite an input" % targets[path]))
+            for path in files if targets[path].resolve() in inputs]
+
+
 def load_image(path):
     """Opens, orients (EXIF) and reduces an image to 8-bit L, LA, RGB or RGBA."""
     try:
@@ -191,24 +206,36 @@ def straight_alpha(pixels, mask):
     return pixels[:, :, :-1], product.astype(np.uint8)
 
 
-def composite(image, alpha, background):
-    """The image laid over a plain ``background`` colour through ``alpha``."""
-    colour_mode = "RGBA" if len(background) == 4 else "RGB"
-    base = image.convert(colour_mode) if image.mode != colour_mode else image
-    return Image.composite(base, Image.new(colour_mode, image.size, background),
-                           Image.fromarray(alpha, "L"))
+def composite(colour, alpha, background):
+    """The colour channels laid over a plain ``background`` (RGB or RGBA) through ``alpha``.
+
+    In bands of rows, rounding as Pillow's own compositing does.
+    """
+    height, width, channels = colour.shape
+    out = np.empty((height, width, len(background)), np.uint8)
+    ground = np.array(background, np.int32)
+    step = max(1, BAND_BYTES // (width * 4))
+    for top in range(0, height, step):
+        rows = slice(top, min(height, top + step))
+        weight = alpha[rows, :, np.newaxis].astype(np.int32)
+        front = colour[rows].astype(np.int32)
+        if channels == 1:
+            front = np.repeat(front, 3, axis=2)          # grey on a colour
+        if len(background) == 4:                          # the subject is opaque
+            front = np.concatenate([front, np.full_like(front[:, :, :1], 255)], axis=2)
+        blend = (front - ground) * weight + ground * 255 + 128
+        out[rows] = (blend + (blend >> 8)) >> 8
+    return out
 
 
-# One input, read: its pixels, its colour profile, and (kept only for compositing) the image.
-Photo = namedtuple("Photo", "pixels profile image")
+# One input, read: its pixels and its colour profile.
+Photo = namedtuple("Photo", "pixels profile")
 
 
-def read_input(source, target, keep_image):
-    if target.resolve() == source.resolve():
-        raise InputError("the output would overwrite the input")
+def read_input(source):
     image = load_image(source)
     # The photo's colour profile goes with it: its colours mean the same in the cut-out.
-    return Photo(pixels_of(image), image.info.get("icc_profile"), image if keep_image else None)
+    return Photo(pixels_of(image), image.info.get("icc_profile"))
 
 
 def write_output(photo, mask, target, mask_only, background, workers):
@@ -218,11 +245,12 @@ def write_output(photo, mask, target, mask_only, background, workers):
         colour, alpha = straight_alpha(photo.pixels, mask)
         profile = photo.profile
         if background is not None:
-            colour, alpha = pixels_of(composite(photo.image, alpha, background)), None
+            colour, alpha = composite(colour, alpha, background), None
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".part")
     try:
-        format_name = Image.registered_extensions().get(target.suffix.lower(), "PNG")
+        suffix = target.suffix.lower()
+        format_name = "PNG" if suffix in ("", ".png") else Image.registered_extensions().get(suffix, "PNG")
         if format_name == "PNG":
             png_writer.write(partial, colour, alpha, workers, profile)
         else:
@@ -243,14 +271,18 @@ def save_with_pillow(path, format_name, colour, alpha, profile):
         options["icc_profile"] = profile
     try:
         image.save(path, format_name, **options)
-    except (OSError, KeyError, ValueError) as error:      # JPEG and RGBA, for one
-        hint = " (it has no transparency: name the output .png, or use --background)" if alpha is not None else ""
-        raise InputError("cannot write %s: %s%s" % (format_name, error, hint)) from None
+    except Exception as error:  # Pillow's encoders raise many kinds
+        hint = ""
+        if "cannot write mode" in str(error) and alpha is not None:        # JPEG and RGBA, for one
+            hint = " (it has no transparency: name the output .png, or use --background)"
+        raise InputError("cannot write %s: %s%s" % (format_name, describe(error), hint)) from None
 
 
 def process_file(engine, source, target, mask_only, background):
     """One file from start to end; main() runs the same steps, overlapped across files."""
-    photo = read_input(source, target, background is not None)
+    if target.resolve() == source.resolve():
+        raise InputError("the output would overwrite the input")
+    photo = read_input(source)
     write_output(photo, engine.mask(photo.pixels), target, mask_only, background, engine.threads)
 
 
@@ -283,8 +315,7 @@ class Progress:
 
     def failure(self, source, error):
         self.failed += 1
-        message = "not enough memory for this image" if isinstance(error, MemoryError) else error
-        print("remove-background: %s: %s" % (source, message), file=sys.stderr)
+        print("remove-background: %s: %s" % (source, describe(error)), file=sys.stderr)
 
     def success(self, number, source, target):
         self.done += 1
@@ -299,10 +330,18 @@ def wait_for(writing, progress):
     number, source, target, future = writing
     try:
         future.result()
-    except FILE_ERRORS as error:
+    except Exception as error:  # noqa: BLE001 - one file's failure, whatever it is
         progress.failure(source, error)
     else:
         progress.success(number, source, target)
+
+
+def pixel_count(path):
+    try:
+        with Image.open(path) as image:         # reads the header only
+            return image.width * image.height
+    except Exception:  # noqa: BLE001 - reading the file will say what is wrong with it
+        return 0
 
 
 def remove_backgrounds(files, targets, args, progress):
@@ -312,21 +351,21 @@ def remove_backgrounds(files, targets, args, progress):
     the previous result (during the next inference) overlap the model's work: on
     12-megapixel photos each takes a tenth of the inference or more.
     """
-    with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer:
-        def read(index):
-            if index == len(files):
-                return None
-            return reader.submit(read_input, files[index], targets[files[index]], args.background is not None)
+    def read_ahead(index):
+        """Whether to read this file during the previous one's inference: one photo more in memory."""
+        return index < len(files) and pixel_count(files[index]) <= READ_AHEAD_PIXELS
 
-        next_read = read(0)
+    with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer:
+        next_read = reader.submit(read_input, files[0])
         engine = open_engine(args.model, args.threads, args.model_file)
         writing = None
         for index, source in enumerate(files):
-            current, next_read = next_read, read(index + 1)
+            current = next_read or reader.submit(read_input, source)
+            next_read = reader.submit(read_input, files[index + 1]) if read_ahead(index + 1) else None
             try:
                 photo = current.result()
                 mask = engine.mask(photo.pixels)
-            except FILE_ERRORS as error:
+            except Exception as error:  # noqa: BLE001 - one file's failure, whatever it is
                 if writing:                     # the previous file's line first
                     wait_for(writing, progress)
                     writing = None
@@ -352,7 +391,14 @@ def main(argv=None):
         print("remove-background: nothing to do", file=sys.stderr)
         return 1
     targets = output_paths(files, args.inputs, args.output, args.mask_only)
-    progress = Progress(len(files), failed=len(problems))
+    refused = overwriting(files, targets)
+    for path, error in refused:
+        print("remove-background: %s: %s" % (path, error), file=sys.stderr)
+    files = [path for path in files if path not in dict(refused)]
+    if not files:
+        print("remove-background: nothing to do", file=sys.stderr)
+        return 1
+    progress = Progress(len(files), failed=len(problems) + len(refused))
     engine = remove_backgrounds(files, targets, args, progress)
     print("remove-background: %d done, %d failed in %.1f s (%s on %s)" % (
         progress.done, progress.failed, time.monotonic() - started, engine.name, engine.provider),

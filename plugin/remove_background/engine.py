@@ -123,16 +123,23 @@ class Engine:
                 log("the saved optimised graph of %s cannot be used (%s); making it again"
                     % (self.name, first_line(error)))
                 optimized.forget(saved)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass                                # then unsaveable: the folder is not writable
+        if optimized.unsaveable(saved):
+            return self._open([CPU_PROVIDER])
         made = folder / ("%s.%d.part" % (saved.name, os.getpid()))
         options = self.session_options()
         options.optimized_model_filepath = str(made)
         try:
-            folder.mkdir(parents=True, exist_ok=True)
             session = self._open([CPU_PROVIDER], options)
-        except (OSError, ModelLoadError):
-            # A read-only cache, or a graph onnxruntime cannot save (over 2 GB): load as usual.
+        except ModelLoadError:
+            # Perhaps only the saving failed (a graph over 2 GB): load as usual, and next time.
             optimized.forget(made)
-            return self._open([CPU_PROVIDER])
+            session = self._open([CPU_PROVIDER])
+            optimized.mark_unsaveable(saved)
+            return session
         try:
             optimized.keep(made, saved, identity)
         except OSError:

@@ -13,17 +13,19 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import onnxruntime
 from model_fetch.cache import has_valid_stamp, remove_quietly, stamp_path, write_stamp
 
 STAMP_KIND = "onnxruntime-optimized"
+KEEP_OTHER_GRAPHS = 2
 
 
 def cpu_description():
     """What identifies this CPU's instruction set, as text."""
-    parts = [platform.machine(), platform.processor()]
+    parts = [platform.machine(), platform.processor(), ",".join(numpy_cpu_features())]
     if sys.platform.startswith("linux"):
         try:
             with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
@@ -43,6 +45,18 @@ def cpu_description():
     return "\n".join(parts)
 
 
+def numpy_cpu_features():
+    """The instruction sets numpy found at run time (AVX2, AVX512F, NEON, ...) on any system."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__
+    except ImportError:
+        try:
+            from numpy.core._multiarray_umath import __cpu_features__      # numpy 1.x
+        except ImportError:
+            return []
+    return sorted(name for name, present in __cpu_features__.items() if present)
+
+
 def key(identity):
     """The saved graph's key: the model's verified digest, onnxruntime's version, the CPU."""
     text = "\n".join([identity, onnxruntime.__version__, cpu_description()])
@@ -58,16 +72,29 @@ def is_usable(path, identity):
 
 
 def keep(made, path, identity):
-    """Moves a graph onnxruntime just saved into place, stamps it, and drops older ones."""
+    """Moves a graph onnxruntime just saved into place, stamps it, and tidies the folder."""
     os.replace(made, path)
     write_stamp(path, STAMP_KIND, key(identity))
-    # Graphs for an older onnxruntime or another CPU, and any left half-written by a killed helper.
-    for other in path.parent.iterdir():
-        if other not in (path, stamp_path(path)):
-            try:
-                remove_quietly(other)
-            except OSError:
-                pass                    # another process still writing it (Windows)
+    # Graphs for other onnxruntime versions or CPUs (a cache shared between two setups keeps
+    # each its own), but not without end; and what a killed helper left half-written.
+    graphs = sorted((other for other in path.parent.glob("*.onnx") if other != path),
+                    key=lambda other: other.stat().st_mtime, reverse=True)
+    stale = graphs[KEEP_OTHER_GRAPHS:] + [part for part in path.parent.glob("*.part")
+                                          if time.time() - part.stat().st_mtime > 3600]
+    for other in stale:
+        forget(other)
+
+
+def unsaveable(path):
+    """Whether saving this graph failed before (a read-only folder, a graph over 2 GB)."""
+    return path.with_name(path.name + ".unsaveable").exists() or not os.access(path.parent, os.W_OK)
+
+
+def mark_unsaveable(path):
+    try:
+        path.with_name(path.name + ".unsaveable").touch()
+    except OSError:
+        pass
 
 
 def forget(path):

@@ -50,8 +50,10 @@ def write(path, pixels, alpha=None, workers=1, icc_profile=None):
         pixels = pixels[:, :, np.newaxis]
     height, width, channels = pixels.shape
     channels += alpha is not None
-    if pixels.dtype != np.uint8 or channels not in COLOUR_TYPES:
+    if pixels.dtype != np.uint8 or channels not in COLOUR_TYPES or not height or not width:
         raise ValueError("cannot write %s %s as an 8-bit PNG" % (pixels.shape, pixels.dtype))
+    if alpha is not None and (alpha.shape != (height, width) or alpha.dtype != np.uint8):
+        raise ValueError("alpha %s %s does not match %dx%d uint8" % (alpha.shape, alpha.dtype, width, height))
     row_bytes = width * channels
     rows_per_band = max(1, BAND_BYTES // (row_bytes + 1))
     bands = [(top, min(height, top + rows_per_band)) for top in range(0, height, rows_per_band)]

@@ -229,7 +229,10 @@ def test_colour_profile_goes_with_the_cut_out(tmp_path, run):
     assert "icc_profile" not in Image.open(tmp_path / "tagged.mask.png").info   # a mask has no colours
 
 
-def test_each_result_comes_from_its_own_photo(tmp_path, run):
+@pytest.mark.parametrize("read_ahead", [True, False])
+def test_each_result_comes_from_its_own_photo(tmp_path, run, monkeypatch, read_ahead):
+    if not read_ahead:
+        monkeypatch.setattr(cli, "READ_AHEAD_PIXELS", 0)             # as for very large photos
     reds = [30, 90, 150, 210, 250]
     for index, red in enumerate(reds):
         pixels = np.zeros((20 + index, 30, 3), np.uint8)
@@ -265,3 +268,45 @@ def test_an_output_name_in_another_format_gets_that_format(tmp_path, run):
     assert status == 1 and "name the output .png" in err
     assert "transparency" in err and not (tmp_path / "cut.jpg").exists()
     assert not list(tmp_path.glob("*.part"))
+
+
+def test_no_output_replaces_another_input(tmp_path, run):
+    Image.fromarray(banded(), "RGB").save(tmp_path / "small.png")
+    Image.fromarray(banded(channels=4), "RGBA").save(tmp_path / "small.nobg.png")   # given as an input too
+    before = (tmp_path / "small.nobg.png").read_bytes()
+    status, err = run(tmp_path / "small.png", tmp_path / "small.nobg.png")
+    assert status == 1 and "would overwrite an input" in err and "1 done, 1 failed" in err
+    assert (tmp_path / "small.nobg.png").read_bytes() == before
+    assert (tmp_path / "small.nobg.nobg.png").exists()
+
+
+def test_any_failure_of_one_file_is_reported_and_the_others_go_on(tmp_path, run, monkeypatch):
+    from remove_background import png_writer
+
+    write = png_writer.write
+
+    def failing_for_b(path, *args, **kwargs):
+        if path.name.startswith("b."):
+            raise RuntimeError("the encoder broke")
+        return write(path, *args, **kwargs)
+
+    monkeypatch.setattr(png_writer, "write", failing_for_b)
+    for name in ("a", "b", "c"):
+        Image.fromarray(banded(), "RGB").save(tmp_path / ("%s.png" % name))
+    status, err = run(tmp_path, "-o", tmp_path / "out")
+    assert status == 1 and "b.png: RuntimeError: the encoder broke" in err and "2 done, 1 failed" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.nobg.png", "c.nobg.png"]
+
+
+def test_grey_photo_onto_a_translucent_colour(tmp_path, run):
+    grey = banded(channels=1)[:, :, 0]
+    grey[:] = np.repeat(np.array(RED_BANDS, np.uint8), BAND)          # the mask is the grey level
+    Image.fromarray(grey, "L").save(tmp_path / "grey.png")
+    assert run(tmp_path / "grey.png", "--background", "#0000ff80", "-o", tmp_path / "out.png")[0] == 0
+    out = Image.open(tmp_path / "out.png")
+    assert out.mode == "RGBA"
+    values = np.asarray(out).astype(int)
+    for index, level in enumerate(RED_BANDS):
+        x, a = index * BAND + BAND // 2, level / 255
+        expected = [level * a, level * a, level * a + 255 * (1 - a), 255 * a + 0x80 * (1 - a)]
+        assert np.abs(values[16, x] - expected).max() <= 1, (level, values[16, x], expected)

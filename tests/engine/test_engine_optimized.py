@@ -1,6 +1,10 @@
 """onnxruntime's optimised graph, saved at a model's first load and opened at the next."""
 
+import os
+import time
+
 import numpy as np
+import onnxruntime
 import pytest
 
 from model_fetch.cache import stamp_path, write_stamp
@@ -37,9 +41,23 @@ def test_first_load_saves_the_graph_and_the_next_opens_it(tiny, tmp_path):
     second = load(tiny, folder)
     assert second.opened == str(saved)
     assert np.array_equal(run(second), run(engine.Engine(tiny, spec(input_size=SIZE))))
-    # Another model (another digest) has its own graph, and replaces the first in this folder.
+    # Another digest has its own graph; the first one stays (two setups may share a cache).
     other = load(tiny, folder, identity="sha256:" + "cd" * 32)
-    assert other.opened == str(tiny) and saved.name not in saved_files(folder)
+    assert other.opened == str(tiny) and saved.name in saved_files(folder)
+
+
+def test_a_graph_made_on_another_cpu_is_not_used(tiny, tmp_path, monkeypatch):
+    folder = tmp_path / "derived"
+    load(tiny, folder)
+    here = optimized.saved_graph(folder, IDENTITY)
+    monkeypatch.setattr(optimized, "cpu_description", lambda: "another CPU\nflags: sse2")
+    elsewhere = load(tiny, folder)
+    assert elsewhere.opened == str(tiny)                      # made anew, under its own key
+    assert optimized.saved_graph(folder, IDENTITY) != here
+    assert load(tiny, folder).opened == str(optimized.saved_graph(folder, IDENTITY))
+    monkeypatch.undo()
+    assert optimized.numpy_cpu_features()                     # what numpy found at run time ...
+    assert ",".join(optimized.numpy_cpu_features()) in optimized.cpu_description()   # ... is in the key
 
 
 def test_a_graph_changed_since_it_was_saved_is_not_used(tiny, tmp_path):
@@ -66,14 +84,36 @@ def test_a_damaged_graph_that_still_looks_stamped_is_made_again(tiny, tmp_path, 
     assert remade.opened == str(saved) and np.array_equal(run(again), run(remade))
 
 
-def test_leftovers_are_cleared_when_a_graph_is_saved(tiny, tmp_path):
+def test_old_graphs_and_abandoned_parts_are_cleared_when_a_graph_is_saved(tiny, tmp_path):
     folder = tmp_path / "derived"
     folder.mkdir()
-    (folder / "old-onnxruntime.onnx").write_bytes(b"x" * 100)
-    (folder / "killed.onnx.1234.part").write_bytes(b"x" * 100)
+    for age, name in enumerate(["newer.onnx", "older.onnx", "oldest.onnx"], 1):
+        (folder / name).write_bytes(b"x" * 100)
+        os.utime(folder / name, (time.time() - age * 1000,) * 2)
+    (folder / "writing.onnx.1234.part").write_bytes(b"x")         # another helper, now
+    (folder / "killed.onnx.99.part").write_bytes(b"x")
+    os.utime(folder / "killed.onnx.99.part", (time.time() - 7200,) * 2)
     load(tiny, folder)
     saved = optimized.saved_graph(folder, IDENTITY)
-    assert saved_files(folder) == [saved.name, stamp_path(saved).name]
+    assert saved_files(folder) == sorted([saved.name, stamp_path(saved).name, "newer.onnx", "older.onnx",
+                                          "writing.onnx.1234.part"])
+
+
+def test_a_graph_that_cannot_be_saved_is_not_tried_again(tiny, tmp_path, monkeypatch):
+    opened = onnxruntime.InferenceSession
+    attempts = []
+
+    def refusing_to_save(path, sess_options=None, **kwargs):
+        if sess_options is not None and sess_options.optimized_model_filepath:
+            attempts.append(path)
+            raise RuntimeError("protobuf: the graph is over 2 GB")
+        return opened(path, sess_options=sess_options, **kwargs)
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", refusing_to_save)
+    folder = tmp_path / "derived"
+    assert load(tiny, folder).opened == str(tiny)
+    assert load(tiny, folder).opened == str(tiny)
+    assert len(attempts) == 1 and np.isfinite(run(load(tiny, folder))).all()
 
 
 def test_an_unwritable_folder_only_costs_the_saving(tiny, tmp_path):

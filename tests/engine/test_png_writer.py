@@ -93,3 +93,8 @@ def test_refuses_what_png_cannot_hold(tmp_path):
         png_writer.write(tmp_path / "x.png", np.zeros((2, 2, 5), np.uint8))
     with pytest.raises(ValueError):
         png_writer.write(tmp_path / "x.png", np.zeros((2, 2), np.uint16))
+    with pytest.raises(ValueError):
+        png_writer.write(tmp_path / "x.png", np.zeros((0, 2), np.uint8))
+    with pytest.raises(ValueError):
+        png_writer.write(tmp_path / "x.png", np.zeros((2, 2, 3), np.uint8), alpha=np.zeros((2, 1), np.uint8))
+    assert not (tmp_path / "x.png").exists()
