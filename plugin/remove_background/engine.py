@@ -120,9 +120,12 @@ class Engine:
                 self.opened = str(saved)
                 return session
             except Exception as error:  # any damage: the model itself is still there
-                log("the saved optimised graph of %s cannot be used (%s); making it again"
+                # Not made again: were onnxruntime unable to reopen its own graphs, every start
+                # would pay for saving one more.
+                log("the saved optimised graph of %s cannot be used (%s); loading the model itself"
                     % (self.name, first_line(error)))
                 optimized.forget(saved)
+                optimized.mark_unsaveable(saved)
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError:

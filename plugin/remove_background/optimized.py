@@ -5,7 +5,7 @@ saved optimised graph, 0.12 s), and GIMP starts a helper for every run.  The sav
 to one onnxruntime version and one kind of CPU (its memory layouts follow the CPU's vector width),
 so both are in its key, and it is made and used for the CPU provider only.  It is stamped as a
 verified model is (size and mtime, see model_fetch.cache): a file changed or cut short is never
-used, and one that onnxruntime cannot open is deleted and made again.
+used; one that onnxruntime cannot open is deleted, and that model's key then loads as usual.
 """
 
 import hashlib
@@ -86,7 +86,7 @@ def keep(made, path, identity):
 
 
 def unsaveable(path):
-    """Whether saving this graph failed before (a read-only folder, a graph over 2 GB)."""
+    """Whether this graph cannot be saved or used (it failed before; a read-only folder)."""
     return path.with_name(path.name + ".unsaveable").exists() or not os.access(path.parent, os.W_OK)
 
 
