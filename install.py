@@ -53,13 +53,30 @@ APP_DIR_NAME = "gimp-remove-background"
 PLUGIN_NAME = "remove-background"
 FLATPAK_ID = "org.gimp.GIMP"
 
-# What goes into <GIMP plug-ins>/remove-background/: (source in the checkout, destination, executable).
-PLUGIN_FILES = (
-    ("plugin/gimp/remove-background.py", "remove-background.py", True),
-    ("plugin/remove_background/__init__.py", "remove_background/__init__.py", False),
-    ("plugin/remove_background/protocol.py", "remove_background/protocol.py", False),
-    ("plugin/remove_background/client.py", "remove_background/client.py", False),
-)
+# What goes into <GIMP plug-ins>/remove-background/: the folder plugin/gimp/ (GIMP's entry, run
+# by GIMP) and the GIMP-side package folder plugin/remove_background/wire/ (standard library only),
+# with its parent package's __init__.py.  Folders, not a list: a file added there is copied too.
+PLUGIN_ENTRY = "remove-background.py"
+PLUGIN_FOLDERS = (("plugin/gimp", ""), ("plugin/remove_background/wire", "remove_background/wire"))
+PLUGIN_PACKAGE_INIT = ("plugin/remove_background/__init__.py", "remove_background/__init__.py")
+
+
+def plugin_files(checkout=None):
+    """(source in the checkout, destination in the plug-in folder, executable) for every file."""
+    checkout = checkout or CHECKOUT
+    files = []
+    for source_dir, destination_dir in PLUGIN_FOLDERS:
+        for path in sorted((checkout / source_dir).rglob("*.py")):
+            relative = path.relative_to(checkout / source_dir).as_posix()
+            if "__pycache__" in relative:
+                continue
+            destination = (destination_dir + "/" + relative) if destination_dir else relative
+            files.append((path.relative_to(checkout).as_posix(), destination, destination == PLUGIN_ENTRY))
+    files.append(PLUGIN_PACKAGE_INIT + (False,))
+    return tuple(files)
+
+
+PLUGIN_FILES = plugin_files()
 HELPER_CONFIG = "helper.json"
 
 # Written into the venv: marks it as made by install.py and records what was pip-installed.
@@ -72,7 +89,8 @@ SAMPLE_CUTOUT = "chelsea.nobg.png"
 
 MODELS_ENV = "REMOVE_BACKGROUND_MODELS"
 # The import that proves the venv holds a working helper.
-HELPER_IMPORTS = "import remove_background.cli, remove_background.serve, model_fetch, onnxruntime"
+HELPER_IMPORTS = ("import remove_background.command.cli, remove_background.helper.serve, model_fetch,"
+                  " onnxruntime")
 
 # Lines in pip's output that mean it could not reach the package index.
 PIP_NETWORK_SIGNS = (
@@ -497,10 +515,10 @@ def pip_failure(code, output, args):
 
 def install_plugin(target, flatpak, places, version, manifest):
     """Copies the plug-in into ``target`` (<plug-ins>/remove-background); returns how many files changed."""
-    make_dirs(target / "remove_background", manifest)
     changed = 0
     for source, name, executable in PLUGIN_FILES:
         destination = target / name
+        make_dirs(destination.parent, manifest)
         data = (CHECKOUT / source).read_bytes()
         manifest.add("files", destination)
         changed += write_bytes_if_changed(destination, data)
@@ -638,7 +656,7 @@ def summarize(places, out, model):
             "folder (GIMP: Edit > Preferences > Folders > Plug-ins) with\n"
             "    python3 install.py --plugins-dir DIR\n"
             "The plug-in must end up as DIR/%s/%s next to its %s."
-            % (", ".join(places.searched()), PLUGIN_NAME, PLUGIN_FILES[0][1], HELPER_CONFIG))
+            % (", ".join(places.searched()), PLUGIN_NAME, PLUGIN_ENTRY, HELPER_CONFIG))
         return EXIT_NO_GIMP
     out.always("Done. Remove Background for GIMP is installed:")
     out.always("  helper:  %s" % places.python)
@@ -665,8 +683,8 @@ def helper_hello(plugin_dir, config):
     try:
         for name in [name for name in sys.modules if name.split(".")[0] == "remove_background"]:
             del sys.modules[name]
-        from remove_background import client
-        command = [config["python"], "-m", "remove_background.serve"]
+        from remove_background.wire import client
+        command = [config["python"], "-m", client.SERVE_MODULE]
         with client.HelperClient(command, env=config.get("env"), host_spawn=False) as helper:
             return helper.hello()
     finally:
@@ -683,7 +701,7 @@ def check_plugin(target, places, problems, out):
         return None
     stale = [name for source, name, _ in PLUGIN_FILES
              if (target / name).read_bytes() != (CHECKOUT / source).read_bytes()]
-    not_executable = places.system != "Windows" and not os.access(str(target / PLUGIN_FILES[0][1]), os.X_OK)
+    not_executable = places.system != "Windows" and not os.access(str(target / PLUGIN_ENTRY), os.X_OK)
     try:
         config = json.loads((target / HELPER_CONFIG).read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
@@ -695,7 +713,7 @@ def check_plugin(target, places, problems, out):
         problems.append("the plug-in in %s is out of date: run install.py" % target)
     if not_executable:
         state += ", NOT executable"
-        problems.append("%s is not executable: run install.py" % (target / PLUGIN_FILES[0][1]))
+        problems.append("%s is not executable: run install.py" % (target / PLUGIN_ENTRY))
     out.always("  %s: %s; helper %s" % (target, state, config.get("python")))
     return config
 
@@ -847,7 +865,7 @@ def uninstall(args, places, out):
         try:
             folder.rmdir()
         except OSError:
-            if folder.exists() and folder.name in (APP_DIR_NAME, PLUGIN_NAME, "remove_background"):
+            if folder.exists() and folder.name in (APP_DIR_NAME, PLUGIN_NAME, "remove_background", "wire"):
                 out.always("Kept %s: it holds files install.py did not put there." % folder)
     for path in manifest.files:
         if Path(path).name == HELPER_CONFIG:

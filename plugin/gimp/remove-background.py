@@ -14,7 +14,7 @@
 """Masks out the background of the selected layers with a model run by a helper process.
 
 The plug-in only moves pixels: it reads what each layer shows, sends it to the helper
-(remove_background.serve, in its own Python with onnxruntime) and turns the mask it gets
+(remove_background.helper.serve, in its own Python with onnxruntime) and turns the mask it gets
 back into a layer mask or a selection.  Nothing in the image changes until every mask of
 an image has arrived, so a failure or a cancel leaves the image as it was.
 """
@@ -37,8 +37,8 @@ from gi.repository import Babl
 from gi.repository import GObject
 from gi.repository import GLib
 
-from remove_background import protocol
-from remove_background.client import HelperClient, HelperError, HELPER_DIED, NOT_INSTALLED
+from remove_background.wire import protocol
+from remove_background.wire.client import HelperClient, HelperError, HELPER_DIED, NOT_INSTALLED
 
 PROC_ONE = "plug-in-remove-background"
 PROC_ALL = "plug-in-remove-background-all-images"

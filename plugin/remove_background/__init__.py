@@ -1,3 +1,8 @@
-"""Remove Background for GIMP: the helper that runs the model, and the wire protocol."""
+"""Remove Background for GIMP, in three parts that run in three different places:
+
+  wire/     GIMP's side of the pipe (standard library only): protocol.py and client.py
+  helper/   the helper process (onnxruntime, numpy, pillow): serve.py and the engine
+  command/  the `remove-background` command, on the same engine
+"""
 
 __version__ = "0.1.0"

@@ -42,14 +42,15 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 MODEL = "isnet"
 DEV_MODEL = Path("/tmp/npmpkg/medium.onnx")
-SERVE = [sys.executable, "-m", "remove_background.serve"]
+SERVE = [sys.executable, "-m", "remove_background.helper.serve"]
 MB = 1024 * 1024
 
 sys.path.insert(0, str(ROOT / "plugin"))
 sys.path.insert(0, str(ROOT))
 
-from remove_background import cli, engine, preprocess  # noqa: E402
-from remove_background.client import HelperClient  # noqa: E402
+from remove_background.command import cli  # noqa: E402
+from remove_background.helper import engine, preprocess  # noqa: E402
+from remove_background.wire.client import HelperClient  # noqa: E402
 
 
 def model_file(explicit):
@@ -122,7 +123,7 @@ def whole_commands(path, spec, folder, names, runs):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "plugin"), str(ROOT)]))
     # Both load the model alike: the installed one (from its saved optimised graph), else the file.
     bare_code = ("import json, sys, numpy\n"
-                 "from remove_background import engine\n"
+                 "from remove_background.helper import engine\n"
                  "name, path, spec, runs = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4])\n"
                  "model = engine.load(name) if path == '-' else engine.Engine(path, spec)\n"
                  "for _ in range(runs):\n"
@@ -270,7 +271,8 @@ def main():
         import json, sys
         from pathlib import Path
         sys.path.insert(0, sys.argv[5])
-        from remove_background import cli, engine
+        from remove_background.command import cli
+from remove_background.helper import engine
         from bench_engine import peak_rss
         import os
         spec = json.loads(sys.argv[2])

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from remove_background import cli, engine
+from remove_background.command import cli
+from remove_background.helper import engine
 
 BAND_RADIUS = 7     # pixels either side of the true boundary
 

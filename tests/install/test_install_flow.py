@@ -26,8 +26,9 @@ GIMP_VERSIONS = ("3.0", "3.2")
 PLUGIN_FILES = {
     "remove-background.py": "plugin/gimp/remove-background.py",
     "remove_background/__init__.py": "plugin/remove_background/__init__.py",
-    "remove_background/protocol.py": "plugin/remove_background/protocol.py",
-    "remove_background/client.py": "plugin/remove_background/client.py",
+    "remove_background/wire/__init__.py": "plugin/remove_background/wire/__init__.py",
+    "remove_background/wire/protocol.py": "plugin/remove_background/wire/protocol.py",
+    "remove_background/wire/client.py": "plugin/remove_background/wire/client.py",
 }
 
 
@@ -94,7 +95,7 @@ def test_the_installed_plugin_reaches_the_helper(first):
     """What GIMP's side does: the plug-in folder's own client starts the helper named in helper.json."""
     target = first.plugin_dir("3.2")
     code = ("import json, sys; sys.dont_write_bytecode = True; sys.path.insert(0, sys.argv[1]);"
-            "from remove_background import client;"
+            "from remove_background.wire import client;"
             "helper = client.HelperClient.from_config(sys.argv[1]);"
             "print(json.dumps([helper.hello(), helper.models()])); helper.close()")
     done = subprocess.run([sys.executable, "-c", code, str(target)], stdout=subprocess.PIPE,
@@ -241,7 +242,7 @@ def test_uninstall_leaves_nothing_behind(second):
     for target, _ in plugin_targets(second):
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
-                        "import remove_background.client", str(target)], env=env, check=True)
+                        "import remove_background.wire.client", str(target)], env=env, check=True)
         assert (target / "remove_background" / "__pycache__").is_dir()
     # A file of the user's own in a plug-in folder install.py made.
     notes = second.extra_plugin_dir / "my-notes.txt"

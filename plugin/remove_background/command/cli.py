@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageColor, ImageOps
 
-from . import __version__, png_writer
+from .. import __version__
+from . import png_writer
 
 # Pillow refuses images over 2 * MAX_IMAGE_PIXELS as "decompression bombs"; the helper is
 # meant for photos up to 16000 x 16000 and beyond.
@@ -290,7 +291,7 @@ def open_engine(name, threads, file=None):
     """The engine for --model (default: model_fetch's choice); exits with a message on failure."""
     import model_fetch
 
-    from . import engine
+    from ..helper import engine
 
     try:
         if name is None:

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from onnx_models import model_dir, red_mask_onnx  # noqa: F401 (fixtures)
-from remove_background import cli
+from remove_background.command import cli
 
 RED_BANDS = (0, 100, 200, 255)
 BAND = 64
@@ -281,7 +281,7 @@ def test_no_output_replaces_another_input(tmp_path, run):
 
 
 def test_any_failure_of_one_file_is_reported_and_the_others_go_on(tmp_path, run, monkeypatch):
-    from remove_background import png_writer
+    from remove_background.command import png_writer
 
     write = png_writer.write
 

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from onnx_models import model_dir, random_image, spec, split_model  # noqa: F401 (fixture)
-from remove_background import engine, protocol
-from remove_background.client import HELPER_DIED, HelperClient, HelperError
+from remove_background.helper import engine
+from remove_background.wire import protocol
+from remove_background.wire.client import HELPER_DIED, HelperClient, HelperError
 
-SERVE = [sys.executable, "-m", "remove_background.serve"]
+SERVE = [sys.executable, "-m", "remove_background.helper.serve"]
 TINY = spec(input_size=[16, 12], divide_by=255, mean=[0, 0, 0], std=[1, 1, 1])
 
 
@@ -144,7 +145,7 @@ def test_models_is_cheap_and_lists_the_registry():
         names = [entry["name"] for entry in listing["models"]]
         assert "isnet" in names and all(isinstance(e["installed"], bool) for e in listing["models"])
         # Answering it imported neither onnxruntime nor numpy.
-        code = ("import sys, io; from remove_background import serve;"
+        code = ("import sys, io; from remove_background.helper import serve;"
                 "out = io.BytesIO(); serve.Server(io.BytesIO(b'{\"op\":\"models\"}\\n'), out).run();"
                 "print(sorted(m for m in ('onnxruntime', 'numpy') if m in sys.modules))")
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -171,7 +172,7 @@ def test_exits_when_its_parent_is_killed(tmp_path):
     parent = subprocess.Popen(
         [sys.executable, "-c",
          "import subprocess, sys, time\n"
-         "helper = subprocess.Popen([sys.executable, '-m', 'remove_background.serve'], stdin=%d)\n"
+         "helper = subprocess.Popen([sys.executable, '-m', 'remove_background.helper.serve'], stdin=%d)\n"
          "open(%r, 'w').write(str(helper.pid))\n"
          "time.sleep(600)\n" % (read_end, str(pid_file))],
         pass_fds=(read_end,))

@@ -9,7 +9,8 @@ import pytest
 
 from model_fetch.cache import stamp_path, write_stamp
 from onnx_models import FIXTURES, isnet_path, model_dir, spec, split_model  # noqa: F401 (fixtures)
-from remove_background import cli, engine, optimized
+from remove_background.command import cli
+from remove_background.helper import engine, optimized
 
 IDENTITY = "sha256:" + "ab" * 32
 SIZE = [16, 12]

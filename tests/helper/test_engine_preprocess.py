@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from onnx_models import model_dir, random_image, spec, split_model  # noqa: F401 (fixture)
-from remove_background import engine, postprocess, preprocess
+from remove_background.helper import engine, postprocess, preprocess
 
 MEAN = [0.485, 0.456, 0.406]
 STD = [0.229, 0.224, 0.225]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from remove_background import png_writer
+from remove_background.command import png_writer
 
 
 def chunks(path):

@@ -16,6 +16,9 @@ import threading
 
 from . import protocol
 
+# What the helper's Python runs (python -m): the serve loop.
+SERVE_MODULE = "remove_background.helper.serve"
+
 # Error kinds raised by the client itself, on top of the helper's protocol.ERROR_KINDS.
 NOT_INSTALLED = "not_installed"   # no helper.json, or its python is missing
 HELPER_DIED = "helper_died"       # the helper exited, or its pipes broke, mid-session
@@ -111,7 +114,7 @@ def stop(process):
 
 class HelperClient:
     def __init__(self, command, env=None, host_spawn=None):
-        """``command``: the argument list that starts ``remove_background.serve``.
+        """``command``: the argument list that starts ``remove_background.helper.serve``.
 
         ``env``: extra variables for the helper (on top of the cleaned environment).
         ``host_spawn``: run the command on the host through ``flatpak-spawn --host``;
@@ -147,7 +150,7 @@ class HelperClient:
         python = config.get("python") if isinstance(config, dict) else None
         if not isinstance(python, str) or not python:
             raise HelperError(NOT_INSTALLED, "%s names no helper Python. %s" % (path, INSTALL_HINT))
-        client = cls([python, "-m", "remove_background.serve"], env=config.get("env") or {},
+        client = cls([python, "-m", SERVE_MODULE], env=config.get("env") or {},
                      host_spawn=config.get("host_spawn"))
         if not client.host_spawn and not os.path.exists(python):
             raise HelperError(NOT_INSTALLED, "The helper's Python %s does not exist. %s"

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from onnx_models import FIXTURES, isnet_path  # noqa: F401 (fixture)
-from remove_background import cli, engine
+from remove_background.command import cli
+from remove_background.helper import engine
 
 
 @pytest.fixture(scope="module")
@@ -27,12 +28,12 @@ def test_cat_kept_background_removed(chelsea_mask):
 def test_serve_gives_the_same_mask(chelsea_mask, isnet_path):  # noqa: F811
     import sys
 
-    from remove_background.client import HelperClient
+    from remove_background.wire.client import HelperClient
 
     pixels, mask = chelsea_mask
     height, width = mask.shape
     rgba = np.dstack([pixels, np.full((height, width, 1), 255, np.uint8)])
-    with HelperClient([sys.executable, "-m", "remove_background.serve"]) as helper:
+    with HelperClient([sys.executable, "-m", "remove_background.helper.serve"]) as helper:
         assert helper.load("isnet")["model"] == "isnet"
         data = helper.process(width, height, 4, rgba.tobytes(), mask_depth=2)
     served = np.frombuffer(data, "<u2").reshape(height, width).astype(np.float64) / 65535

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from remove_background import client
-from remove_background.client import HelperClient, HelperError
+from remove_background.wire import client
+from remove_background.wire.client import HelperClient, HelperError
 
 
 def test_missing_config_says_how_to_install(tmp_path):
@@ -37,17 +37,17 @@ def test_config_starts_the_helper_despite_gimps_environment(tmp_path, monkeypatc
     monkeypatch.setenv("PYTHONPATH", str(tmp_path / "gimp-bundle" / "lib"))
     monkeypatch.setenv("LD_LIBRARY_PATH", str(tmp_path / "gimp-bundle" / "lib"))
     with HelperClient.from_config(tmp_path) as helper:
-        assert helper.command == [sys.executable, "-m", "remove_background.serve"]
+        assert helper.command == [sys.executable, "-m", "remove_background.helper.serve"]
         assert helper.hello()["python"] == "%d.%d.%d" % sys.version_info[:3]
     assert not helper.running
 
 
 def test_flatpak_spawn_command():
-    helper = HelperClient(["/home/me/venv/bin/python", "-m", "remove_background.serve"],
+    helper = HelperClient(["/home/me/venv/bin/python", "-m", "remove_background.helper.serve"],
                           env={"REMOVE_BACKGROUND_MODELS": "/home/me/models"}, host_spawn=True)
     assert helper.launch_command() == [
         "flatpak-spawn", "--host", "--watch-bus", "--env=REMOVE_BACKGROUND_MODELS=/home/me/models",
-        "/home/me/venv/bin/python", "-m", "remove_background.serve"]
+        "/home/me/venv/bin/python", "-m", "remove_background.helper.serve"]
     assert HelperClient(["/x"], host_spawn=False).launch_command() == ["/x"]
 
 

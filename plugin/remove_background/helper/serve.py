@@ -1,4 +1,4 @@
-"""The helper's serve loop: ``python -m remove_background.serve``.
+"""The helper's serve loop: ``python -m remove_background.helper.serve``.
 
 Reads requests from stdin and answers on stdout, as protocol.py describes, until stdin
 ends.  Nothing else may reach stdout: the real stdout is kept for the replies and file
@@ -12,7 +12,8 @@ import threading
 import time
 import traceback
 
-from . import __version__, protocol
+from .. import __version__
+from ..wire import protocol
 
 # How often, at most, progress messages go out during one stage.
 PROGRESS_INTERVAL = 0.1

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from onnx_models import model_dir, random_image, spec, split_model  # noqa: F401 (fixture)
-from remove_background import engine, postprocess
+from remove_background.helper import engine, postprocess
 
 
 def test_corrupt_file_names_model_and_file(tmp_path):

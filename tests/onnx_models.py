@@ -1,4 +1,4 @@
-"""Tiny ONNX models written by the tests, and the shared fixtures of tests/engine.
+"""Tiny ONNX models written by the tests, and the shared fixtures of tests/helper and tests/command.
 
 The "split" model takes the usual 1x3xHxW input and returns each input channel as its own
 1x1xHxW output (output k = channel k), plus a constant output, so a test can read back
@@ -17,7 +17,7 @@ import onnx.numpy_helper
 import pytest
 from onnx import TensorProto, helper
 
-ROOT = Path(__file__).resolve().parent.parent.parent
+ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 REGISTRY = json.loads((ROOT / "model_fetch" / "registry.json").read_text())
 ISNET_PREPROCESS = REGISTRY["models"]["isnet"]["preprocess"]
