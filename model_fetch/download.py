@@ -239,6 +239,15 @@ def _content_range_start(value):
 
 def get_json(url, settings=None, headers=None, limit=64 << 20):
     """GETs a JSON document (an npm packument), with the same retries and offline detection."""
+    body, _content_type, _final_url = get_document(url, settings, headers, limit)
+    try:
+        return json.loads(body.decode("utf-8"))
+    except ValueError as exc:
+        raise DownloadError("%s: not valid JSON: %s" % (url, exc), [url]) from None
+
+
+def get_document(url, settings=None, headers=None, limit=64 << 20):
+    """GETs a small document (an index page): (body, Content-Type, final URL after redirects)."""
     settings = settings or Settings()
 
     def attempt(url):
@@ -248,11 +257,9 @@ def get_json(url, settings=None, headers=None, limit=64 << 20):
                 body = response.read(limit + 1)
             except (OSError, http.client.HTTPException) as exc:
                 raise _classify_read(exc) from None
+            content_type, final_url = response.headers.get("Content-Type", ""), response.geturl()
         if len(body) > limit:
             raise _Fatal("response larger than %d bytes" % limit)
-        try:
-            return json.loads(body.decode("utf-8"))
-        except ValueError as exc:
-            raise _Fatal("not valid JSON: %s" % exc) from None
+        return body, content_type, final_url
 
     return _retrying([url], attempt, settings)

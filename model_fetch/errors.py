@@ -57,8 +57,12 @@ class DiskFull(FetchError):
 
 
 class UnsafeArchive(FetchError):
-    """A tarball holds an entry that could write outside its folder (absolute path, .., link, device)."""
+    """An archive (npm tarball, wheel) holds an entry that could escape its folder (absolute path, .., link, device)."""
 
 
 class NpmRegistryNotFound(FetchError):
+    pass
+
+
+class PipIndexNotFound(FetchError):
     pass

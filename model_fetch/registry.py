@@ -108,6 +108,8 @@ def _model(name, entry, path):
         elif kind == "npm":
             if not all(isinstance(source.get(k), str) for k in ("package", "version", "resource")):
                 raise RegistryError("%s: model %r: npm source needs package, version, resource" % (path, name))
+        elif kind == "pypi":
+            _check_pypi(source, "%s: model %r" % (path, name))
         else:
             raise RegistryError("%s: model %r: unknown source type %r" % (path, name, kind))
     preprocess = need("preprocess", dict)
@@ -127,3 +129,17 @@ def _model(name, entry, path):
         sources=tuple(dict(s) for s in sources),
         preprocess=dict(preprocess),
     )
+
+
+def _check_pypi(source, where):
+    if not all(isinstance(source.get(k), str) and source[k] for k in ("package", "version", "wheel", "member")):
+        raise RegistryError("%s: pypi source needs package, version, wheel, member" % where)
+    # A wheel's name starts with its project (normalised to underscores) and version (PEP 427).
+    prefix = "%s-%s-" % (re.sub(r"[-_.]+", "_", source["package"]).lower(), source["version"])
+    if not (_SAFE_FILE.match(source["wheel"]) and source["wheel"].lower().startswith(prefix)
+            and source["wheel"].endswith(".whl")):
+        raise RegistryError("%s: wheel %r is not a wheel file name of %s==%s"
+                            % (where, source["wheel"], source["package"], source["version"]))
+    member = source["member"]
+    if member.startswith("/") or "\\" in member or any(p in ("", ".", "..") for p in member.split("/")):
+        raise RegistryError("%s: member %r must be a relative path inside the wheel" % (where, member))

