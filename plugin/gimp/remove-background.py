@@ -75,7 +75,13 @@ class Failure(Exception):
 # -- talking to the helper ------------------------------------------------------------------
 
 def helper_models():
-    """(names and titles of the installed models, the default name) as the helper reports them."""
+    """(names and titles of the models, installed ones first, and the default name) as the helper
+    reports them.
+
+    Every model is offered, not only the installed ones: GIMP keeps the choice it was given when it
+    registered the plug-in, so a model fetched later would otherwise be missing from it, and a script
+    asking for that model would silently get the default. Running one not downloaded names the
+    command that fetches it."""
     try:
         with HelperClient.from_config(PLUG_IN_DIR) as helper:
             reply = helper.models()
@@ -84,10 +90,8 @@ def helper_models():
     known = [(m["name"], m.get("title") or m["name"], m.get("installed"))
              for m in reply.get("models", [])]
     models = [(name, title) for name, title, installed in known if installed]
-    if not models:
-        # None fetched yet: offer them all; running one then names the command that fetches it.
-        models = [(name, title) for name, title, _installed in known] \
-            or [(FALLBACK_MODEL, FALLBACK_MODEL)]
+    models += [(name, _("%s (not downloaded)") % title) for name, title, installed in known if not installed]
+    models = models or [(FALLBACK_MODEL, FALLBACK_MODEL)]
     names = [name for name, _title in models]
     default = reply.get("default")
     return models, default if default in names else names[0]
