@@ -11,8 +11,9 @@ The functions below use the packaged registry and the default cache folder
 
 from .cache import default_cache_dir
 from .settings import Settings
-from .errors import (DiskFull, DownloadError, FetchError, IntegrityError, LicenseNotAccepted, ModelNotInstalled,
-                     NoNetwork, NpmRegistryNotFound, PipIndexNotFound, RegistryError, UnknownModel, UnsafeArchive)
+from .errors import (DiskFull, DownloadError, FetchError, IntegrityError, LicenseNotAccepted, ModelDamaged,
+                     ModelNotInstalled, NoNetwork, NpmRegistryNotFound, PipIndexNotFound, RegistryError, UnknownModel,
+                     UnsafeArchive)
 from .registry import Model, Registry
 from .store import Store
 
@@ -20,8 +21,9 @@ __all__ = [
     "get", "models", "cache_dir", "is_installed", "installed_path", "fetch", "verify", "import_file", "remove",
     "derived_dir",
     "default_model", "Model", "Registry", "Store", "Settings",
-    "FetchError", "UnknownModel", "ModelNotInstalled", "IntegrityError", "DownloadError", "NoNetwork", "DiskFull",
-    "UnsafeArchive", "LicenseNotAccepted", "NpmRegistryNotFound", "PipIndexNotFound", "RegistryError",
+    "FetchError", "UnknownModel", "ModelNotInstalled", "ModelDamaged", "IntegrityError", "DownloadError",
+    "NoNetwork", "DiskFull", "UnsafeArchive", "LicenseNotAccepted", "NpmRegistryNotFound", "PipIndexNotFound",
+    "RegistryError",
 ]
 
 _store = None
@@ -50,8 +52,10 @@ def is_installed(name) -> bool:
     return _default().is_installed(name)
 
 
-def installed_path(name):
-    return _default().installed_path(name)
+def installed_path(name, progress=None):
+    """The verified file of an installed model; a file changed since it was verified is hashed again
+    first (progress as for fetch), and one that fails is deleted (ModelDamaged)."""
+    return _default().installed_path(name, progress)
 
 
 def fetch(name, progress=None, accept_license=False):
@@ -61,8 +65,8 @@ def fetch(name, progress=None, accept_license=False):
     return _default().fetch(name, progress, accept_license)
 
 
-def verify(name) -> bool:
-    return _default().verify(name)
+def verify(name, progress=None) -> bool:
+    return _default().verify(name, progress)
 
 
 def import_file(name, path):

@@ -165,8 +165,14 @@ def _verify(store, args, progress):
             print("%s: not installed" % name)
             failed += 1
         elif store.verify(name, progress):
+            derived = store.verify_derived(name, progress)
             progress.end_line()
-            print("%s: ok" % name)
+            bad = [file for file, ok in derived if not ok]
+            print("%s: ok%s" % (name, " (and %d derived file(s))" % len(derived) if derived and not bad else ""))
+            for file in bad:
+                print("%s: the derived file %s FAILED verification and was deleted (it is made again when needed)"
+                      % (name, file))
+            failed += bool(bad)
         else:
             progress.end_line()
             print("%s: FAILED verification; the file was deleted (fetch it again: python -m model_fetch fetch %s)"

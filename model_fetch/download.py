@@ -18,6 +18,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from .cache import open_part, regular_size
 from .errors import DiskFull, DownloadError, NoNetwork
 from .settings import Settings
 
@@ -142,27 +143,27 @@ def _retrying(urls, attempt, settings, progress_mark=lambda: 0):
     raise kind(summary + "; tried:\n  " + "\n  ".join(tried), urls, tried)
 
 
-def _size(path):
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return 0
+_size = regular_size        # a link or FIFO planted at the .part name counts as nothing (it is replaced)
 
 
-def download(urls, part_path, size=None, progress=None, label="download", settings=None):
+def download(urls, part_path, size=None, progress=None, label="download", settings=None, limit=None):
     """Downloads the first working URL into part_path, resuming what is already there; returns that URL.
 
-    Raises NoNetwork when no URL could even be connected to, DownloadError for other failures and
-    DiskFull when writing fails for space. Whatever arrived stays in part_path for a later resume.
+    ``size``: the exact length expected; ``limit``: the most it may be (when only a bound is known),
+    a download growing past it is stopped.  Raises NoNetwork when no URL could even be connected to,
+    DownloadError for other failures and DiskFull when writing fails for space. Whatever arrived
+    stays in part_path for a later resume.
     """
     settings = settings or Settings()
-    return _retrying(list(urls), lambda url: _download_once(url, part_path, size, progress, label, settings),
+    limit = size if size is not None else limit
+    return _retrying(list(urls), lambda url: _download_once(url, part_path, size, progress, label, settings,
+                                                            limit),
                      settings, lambda: _size(part_path))
 
 
-def _download_once(url, part_path, size, progress, label, settings):
+def _download_once(url, part_path, size, progress, label, settings, limit=None):
     have = _size(part_path)
-    if size is not None and have > size:
+    if limit is not None and have > limit:
         os.unlink(part_path)
         have = 0
     if size is not None and have == size:
@@ -193,10 +194,12 @@ def _download_once(url, part_path, size, progress, label, settings):
         total = have + int(length) if length and length.isdigit() else size
         if size is not None and total is not None and total != size:
             raise _Fatal("server offers %d bytes but the registry expects %d" % (total, size))
+        if limit is not None and total is not None and total > limit:
+            raise _Fatal("server offers %d bytes, more than the %d this file can be" % (total, limit))
         if progress:
             progress(label, have, total)
         try:
-            with open(part_path, mode) as out:
+            with open_part(part_path, append=mode == "ab") as out:
                 while True:
                     try:
                         block = response.read(BLOCK)
@@ -206,8 +209,8 @@ def _download_once(url, part_path, size, progress, label, settings):
                         break
                     out.write(block)
                     have += len(block)
-                    if size is not None and have > size:
-                        raise _Fatal("server sent more than the expected %d bytes" % size)
+                    if limit is not None and have > limit:
+                        raise _Fatal("server sent more than the expected %d bytes" % limit)
                     if progress:
                         progress(label, have, total)
         except OSError as exc:

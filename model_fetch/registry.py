@@ -13,7 +13,9 @@ from .errors import RegistryError, UnknownModel
 DEFAULT_REGISTRY = Path(__file__).resolve().parent / "registry.json"
 
 _HEX = {"sha256": re.compile(r"^[0-9a-f]{64}$"), "md5": re.compile(r"^[0-9a-f]{32}$")}
-_SAFE_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_SAFE_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+# Names Windows gives to devices in every folder, whatever the extension.
+_WINDOWS_RESERVED = {"con", "prn", "aux", "nul"} | {"com%d" % n for n in range(1, 10)} | {"lpt%d" % n for n in range(1, 10)}
 _PREPROCESS_KEYS = ("input_size", "resize", "divide_by", "mean", "std", "channel_order",
                     "output_index", "activation", "min_max")
 
@@ -85,7 +87,8 @@ def _model(name, entry, path):
         return value
 
     file = need("file", str)
-    if not _SAFE_FILE.match(file) or ".." in file:
+    if (not _SAFE_FILE.fullmatch(file) or ".." in file or file.endswith(".")
+            or file.split(".")[0].lower() in _WINDOWS_RESERVED):
         raise RegistryError("%s: model %r: file %r must be a plain file name" % (path, name, file))
     size = entry.get("size")
     if size is not None and (not isinstance(size, int) or size <= 0):

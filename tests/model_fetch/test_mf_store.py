@@ -65,22 +65,63 @@ def test_not_installed_names_the_fetch_command_without_network(tmp_path, no_netw
     assert isinstance(info.value, model_fetch.FetchError)
 
 
-def test_file_changed_after_verification_is_not_installed(tmp_path):
+def test_file_changed_after_verification_is_hashed_again_and_deleted_when_bad(tmp_path):
     data = payload("stamp")
     source = tmp_path / "m.onnx"
     source.write_bytes(data)
     store = make_store(tmp_path, {"m": entry("m.onnx", data, [UNROUTABLE])})
     path = store.import_file("m", source)
+    store.derived_dir("m").mkdir()
+    (store.derived_dir("m") / "graph.onnx").write_bytes(b"made from m")
     damaged = bytearray(data)
     damaged[1000] ^= 0xFF
     path.write_bytes(bytes(damaged))  # same size, new mtime
     os.utime(path, ns=(time.time_ns(), path.stat().st_mtime_ns + 5_000_000_000))
-    assert not store.is_installed("m")
-    with pytest.raises(model_fetch.ModelNotInstalled):
-        store.installed_path("m")
-    # verify() rehashes, finds it bad, and deletes it so nothing can use it.
+    assert store.is_installed("m")      # a stamp for its pin: listed, and hashed again when used
+    steps = []
+    with pytest.raises(model_fetch.ModelDamaged, match="fetch m") as info:
+        store.installed_path("m", lambda step, done, total: steps.append(step))
+    assert isinstance(info.value, model_fetch.ModelNotInstalled)
+    assert steps and "again" in steps[0]
+    assert not path.exists() and not store.derived_dir("m").exists()
     assert store.verify("m") is False
+
+
+def test_damage_hidden_with_touch_r_is_caught(tmp_path):
+    """Bytes overwritten in place, the mtime put back as `touch -r` does: the ctime gives it away."""
+    data = payload("touch")
+    source = tmp_path / "m.onnx"
+    source.write_bytes(data)
+    store = make_store(tmp_path, {"m": entry("m.onnx", data, [UNROUTABLE])})
+    path = store.import_file("m", source)
+    before = path.stat()
+    time.sleep(0.02)
+    with open(path, "r+b") as f:
+        f.seek(len(data) // 2)
+        f.write(b"\0" * 64)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_size == before.st_size and path.stat().st_mtime_ns == before.st_mtime_ns
+    with pytest.raises(model_fetch.ModelDamaged):
+        store.installed_path("m")
     assert not path.exists()
+
+
+def test_a_good_file_copied_or_touched_is_hashed_again_once_and_kept(tmp_path):
+    data = payload("copied")
+    source = tmp_path / "m.onnx"
+    source.write_bytes(data)
+    store = make_store(tmp_path, {"m": entry("m.onnx", data, [UNROUTABLE])})
+    path = store.import_file("m", source)
+    store.derived_dir("m").mkdir()
+    copy = path.with_name("copy")
+    copy.write_bytes(data)
+    os.replace(copy, path)                                     # another inode, same bytes
+    steps = []
+    assert store.installed_path("m", lambda step, done, total: steps.append(step)) == path
+    assert steps and store.derived_dir("m").exists()
+    steps.clear()
+    assert store.installed_path("m", lambda step, done, total: steps.append(step)) == path
+    assert steps == []                                         # stamped anew: no second hashing
 
 
 def test_existing_good_file_without_stamp_is_verified_not_downloaded(tmp_path, no_network):
