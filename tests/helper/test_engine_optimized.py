@@ -7,7 +7,7 @@ import numpy as np
 import onnxruntime
 import pytest
 
-from model_fetch.cache import stamp_path, write_stamp
+from model_fetch.cache import hash_file, stamp_path, write_stamp
 from onnx_models import FIXTURES, isnet_path, model_dir, spec, split_model  # noqa: F401 (fixtures)
 from remove_background.command import cli
 from remove_background.helper import engine, optimized
@@ -77,7 +77,7 @@ def test_a_damaged_graph_that_still_looks_stamped_is_dropped_for_good(tiny, tmp_
     load(tiny, folder)
     saved = optimized.saved_graph(folder, IDENTITY)
     saved.write_bytes(b"\x08\x07 not a graph" * 10)
-    write_stamp(saved, optimized.STAMP_KIND, optimized.key(IDENTITY))
+    write_stamp(saved, optimized.stamp(IDENTITY), ("sha256", hash_file(saved, "sha256")))
     again = load(tiny, folder)
     assert again.opened == str(tiny) and not saved.exists()
     assert "cannot be used" in capfd.readouterr().err
@@ -143,3 +143,59 @@ def test_the_real_model_gives_the_same_mask_from_its_saved_graph(isnet_path, tmp
     assert saved.opened == str(optimized.saved_graph(tmp_path, identity))
     plain = engine.Engine(isnet_path, isnet.preprocess)
     assert np.array_equal(saved.mask(pixels, depth=2), plain.mask(pixels, depth=2))
+
+
+def test_a_save_that_failed_for_space_is_tried_again_once_there_is_room(tiny, tmp_path, monkeypatch, capfd):
+    opened = onnxruntime.InferenceSession
+    attempts = []
+
+    def disk_full(path, sess_options=None, **kwargs):
+        if sess_options is not None and sess_options.optimized_model_filepath:
+            attempts.append(path)
+            raise RuntimeError("No space left on device")
+        return opened(path, sess_options=sess_options, **kwargs)
+
+    free = {"bytes": 1000}
+    real_usage = optimized.shutil.disk_usage
+    monkeypatch.setattr(optimized.shutil, "disk_usage",
+                        lambda folder: real_usage(folder)._replace(free=free["bytes"]))
+    monkeypatch.setattr(onnxruntime, "InferenceSession", disk_full)
+    folder = tmp_path / "derived"
+    assert load(tiny, folder).opened == str(tiny)
+    said = capfd.readouterr().err
+    assert "not saved" in said and "No space left on device" in said              # said once, with why
+    assert load(tiny, folder).opened == str(tiny) and len(attempts) == 1           # no room yet: not tried
+    assert "not saved" not in capfd.readouterr().err
+    monkeypatch.setattr(onnxruntime, "InferenceSession", opened)
+    free["bytes"] = 1000 + 10 * os.path.getsize(tiny)                              # room again
+    assert load(tiny, folder).opened == str(tiny)
+    assert load(tiny, folder).opened == str(optimized.saved_graph(folder, IDENTITY))
+
+
+def test_a_graph_damaged_and_touched_back_is_never_opened(tiny, tmp_path):
+    folder = tmp_path / "derived"
+    load(tiny, folder)
+    saved = optimized.saved_graph(folder, IDENTITY)
+    before = saved.stat()
+    data = bytearray(saved.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    with open(saved, "r+b") as f:
+        f.write(bytes(data))
+    os.utime(saved, ns=(before.st_atime_ns, before.st_mtime_ns))               # touch -r
+    again = load(tiny, folder)
+    assert again.opened == str(tiny)                            # hashed again, failed, made anew
+    assert hash_file(saved, "sha256") != __import__("hashlib").sha256(bytes(data)).hexdigest()
+
+
+def test_a_link_planted_in_the_folder_is_not_written_through(tiny, tmp_path):
+    folder = tmp_path / "derived"
+    folder.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    saved = optimized.saved_graph(folder, IDENTITY)
+    for name in ["%s.%d.part" % (saved.name, os.getpid()), saved.name + ".save-failed",
+                 stamp_path(saved).name]:
+        (folder / name).symlink_to(victim)
+    assert load(tiny, folder).opened == str(tiny)
+    assert victim.read_bytes() == b"precious"
+    assert load(tiny, folder).opened == str(saved)

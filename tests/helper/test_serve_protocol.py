@@ -129,6 +129,36 @@ def test_malformed_frames_are_answered(tiny_model):
             process.wait()
 
 
+def test_frames_that_crashed_the_helper_are_answered(tiny_model, tmp_path):
+    process = start_raw()
+    try:
+        assert send(process, header_line({"op": [1]}))["error"] == "bad_request"
+        assert send(process, header_line({"op": {"a": 1}}))["error"] == "bad_request"
+        for size in (9223372036854775807, 10 ** 18, 2 ** 64):
+            assert send(process, header_line({"op": "hello", "size": size}))["error"] == "bad_size"
+        assert send(process, header_line({"op": "load", "model": "tiny", "threads": 5000}))["error"] == "bad_request"
+        fifo = tmp_path / "model.fifo"
+        os.mkfifo(fifo)
+        reply = send(process, header_line({"op": "load", "model": "tiny", "file": str(fifo), "preprocess": TINY}))
+        assert reply["error"] == "model_invalid" and "not a regular file" in reply["message"]
+        bad_mean = dict(TINY, mean="abc")
+        reply = send(process, header_line({"op": "load", "model": "tiny", "file": str(tiny_model),
+                                           "preprocess": bad_mean}))
+        assert reply["error"] == "model_invalid" and "mean" in reply["message"]
+        # Still serving, and a load with other preprocessing is another engine, checked anew.
+        load = {"op": "load", "model": "tiny", "file": str(tiny_model), "preprocess": TINY}
+        assert send(process, header_line(load))["op"] == "loaded"
+        load["preprocess"] = dict(TINY, output_index=7)
+        reply = send(process, header_line(load))
+        assert reply["error"] == "model_invalid" and "no output 7" in reply["message"]
+        process.stdin.close()
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def test_unknown_model_is_an_error_reply():
     import model_fetch  # noqa: F401 (the registry is needed to tell unknown names)
 

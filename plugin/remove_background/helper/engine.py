@@ -1,6 +1,7 @@
 """Runs a background-removal model on 8-bit pixels and returns the mask at full size."""
 
 import os
+import stat
 import sys
 import time
 from pathlib import Path
@@ -35,6 +36,11 @@ def cpu_count():
         return os.cpu_count() or 1
 
 
+def max_threads():
+    """More threads than this only cost (5000 kept the helper from seeing end of file for 90 s)."""
+    return 4 * (os.cpu_count() or 1)
+
+
 def choose_providers(available=None, requested=None):
     """The provider list to ask for: the usable GPU providers first, the CPU last.
 
@@ -65,12 +71,15 @@ class Engine:
             preprocess.check(self.preprocess)
         except (ValueError, TypeError) as error:
             raise ModelLoadError("Model %s: bad preprocess description: %s" % (self.name, error)) from None
-        self.threads = int(threads) if threads else cpu_count()
+        check_model_file(self.name, self.path)
+        self.threads = min(int(threads), max_threads()) if threads else cpu_count()
         wanted = choose_providers(requested=providers)
         started = time.monotonic()
         self.opened = self.path                 # or the saved optimised graph
         if optimized_dir is not None and identity and wanted == [CPU_PROVIDER]:
-            self.session = self._open_optimized(Path(optimized_dir), identity)
+            self.session, self.opened = optimized.open_session(
+                self.path, identity, Path(optimized_dir), self.session_options,
+                lambda options: self._open([CPU_PROVIDER], options), log)
         else:
             self.session = self._open(wanted)
         self.seconds = time.monotonic() - started
@@ -108,46 +117,6 @@ class Engine:
                 return self._open([CPU_PROVIDER])
             raise ModelLoadError("Cannot load model %s from %s: %s"
                                  % (self.name, self.path, first_line(error))) from None
-
-    def _open_optimized(self, folder, identity):
-        """The session from the saved optimised graph; without one, from the model, saving it."""
-        saved = optimized.saved_graph(folder, identity)
-        if optimized.is_usable(saved, identity):
-            options = self.session_options()
-            options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
-            try:
-                session = onnxruntime.InferenceSession(str(saved), sess_options=options, providers=[CPU_PROVIDER])
-                self.opened = str(saved)
-                return session
-            except Exception as error:  # any damage: the model itself is still there
-                # Not made again: were onnxruntime unable to reopen its own graphs, every start
-                # would pay for saving one more.
-                log("the saved optimised graph of %s cannot be used (%s); loading the model itself"
-                    % (self.name, first_line(error)))
-                optimized.forget(saved)
-                optimized.mark_unsaveable(saved)
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            pass                                # then unsaveable: the folder is not writable
-        if optimized.unsaveable(saved):
-            return self._open([CPU_PROVIDER])
-        made = folder / ("%s.%d.part" % (saved.name, os.getpid()))
-        options = self.session_options()
-        options.optimized_model_filepath = str(made)
-        try:
-            session = self._open([CPU_PROVIDER], options)
-        except ModelLoadError:
-            # Perhaps only the saving failed (a graph over 2 GB): load as usual, and next time.
-            optimized.forget(made)
-            session = self._open([CPU_PROVIDER])
-            optimized.mark_unsaveable(saved)
-            return session
-        try:
-            optimized.keep(made, saved, identity)
-        except OSError:
-            optimized.forget(made)
-        return session
 
     def _check_model(self):
         inputs = self.session.get_inputs()
@@ -223,5 +192,22 @@ def load(name, threads=0, providers=None, file=None):
     model = model_fetch.get(name)
     if file is not None:
         return Engine(file, model.preprocess, threads=threads, providers=providers, name=name)
-    return Engine(model_fetch.installed_path(name), model.preprocess, threads=threads, providers=providers,
-                  name=name, optimized_dir=model_fetch.derived_dir(name), identity=":".join(model.pin))
+    return Engine(model_fetch.installed_path(name, rechecking), model.preprocess, threads=threads,
+                  providers=providers, name=name, optimized_dir=model_fetch.derived_dir(name),
+                  identity=":".join(model.pin))
+
+
+def rechecking(step, done, total):
+    """model_fetch's progress while it hashes a model changed since it was verified: one line."""
+    if done == 0:
+        log("%s%s ..." % (step, " (%.0f MB)" % (total / 1e6) if total else ""))
+
+
+def check_model_file(name, path):
+    """Raises ModelLoadError unless path is a regular file (a FIFO would hang onnxruntime's read)."""
+    try:
+        regular = stat.S_ISREG(os.stat(path).st_mode)
+    except OSError as error:
+        raise ModelLoadError("Cannot load model %s from %s: %s" % (name, path, error.strerror or error)) from None
+    if not regular:
+        raise ModelLoadError("Cannot load model %s from %s: not a regular file" % (name, path))

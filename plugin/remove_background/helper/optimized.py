@@ -4,23 +4,29 @@ Opening a session spends most of its time optimising the graph (ISNet here: 0.57
 saved optimised graph, 0.12 s), and GIMP starts a helper for every run.  The saved graph belongs
 to one onnxruntime version and one kind of CPU (its memory layouts follow the CPU's vector width),
 so both are in its key, and it is made and used for the CPU provider only.  It is stamped as a
-verified model is (size and mtime, see model_fetch.cache): a file changed or cut short is never
-used; one that onnxruntime cannot open is deleted, and that model's key then loads as usual.
+verified model is (see model_fetch.cache), with its own sha256: a file changed since is hashed
+again and one that fails is never used; one that onnxruntime cannot open is deleted, and that
+model's key then loads as usual.  open_session() is the whole policy.
 """
 
 import hashlib
+import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import onnxruntime
-from model_fetch.cache import has_valid_stamp, remove_quietly, stamp_path, write_stamp
+from model_fetch.cache import Stamp, hash_file, recheck, remove_quietly, stamp_path, write_file_atomically, write_stamp
 
 STAMP_KIND = "onnxruntime-optimized"
 KEEP_OTHER_GRAPHS = 2
+# What a killed helper left half-written is cleared after this long (another may be writing now).
+ABANDONED_SECONDS = 3600
 
 
 def cpu_description():
@@ -67,34 +73,115 @@ def saved_graph(folder, identity):
     return Path(folder) / (key(identity) + ".onnx")
 
 
-def is_usable(path, identity):
-    return has_valid_stamp(path, STAMP_KIND, key(identity))
+def stamp(identity):
+    return Stamp(STAMP_KIND, key(identity))
+
+
+def open_session(model_path, identity, folder, options, open_model, log):
+    """The CPU session for a model: from its saved optimised graph, else from the model (saving the graph).
+
+    options() gives fresh SessionOptions; open_model(options) opens the model itself on the CPU,
+    raising its caller's load error; log(message) tells the user.  Returns (session, path opened).
+    """
+    folder = Path(folder)
+    saved = saved_graph(folder, identity)
+    if recheck(saved, stamp(identity)):
+        graph_options = options()
+        graph_options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+        try:
+            return onnxruntime.InferenceSession(str(saved), sess_options=graph_options,
+                                                providers=["CPUExecutionProvider"]), str(saved)
+        except Exception as error:  # any damage: the model itself is still there
+            # Not made again: were onnxruntime unable to reopen its own graphs, every start
+            # would pay for saving one more.
+            log("the saved optimised graph of %s cannot be used (%s); loading the model itself"
+                % (Path(model_path).name, _reason(error)))
+            forget(saved)
+            _mark(saved, ".unsaveable", {})
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        pass                                    # then unsaveable: the folder is not writable
+    if unsaveable(saved, model_path):
+        return open_model(options()), str(model_path)
+    try:
+        work = Path(tempfile.mkdtemp(prefix=".saving-", dir=str(folder)))   # private: nothing planted in it
+    except OSError:
+        return open_model(options()), str(model_path)
+    try:
+        made = work / saved.name
+        saving = options()
+        saving.optimized_model_filepath = str(made)
+        try:
+            session = open_model(saving)
+            if not made.is_file():
+                raise OSError("onnxruntime wrote no graph")
+            keep(made, saved, identity)
+        except Exception as error:  # onnxruntime's (a graph over 2 GB, a full disk) or the file system's
+            reason = _reason(error)
+            free = _free_space(folder)
+            _mark(saved, ".save-failed", {"reason": reason, "free": free})
+            log("the optimised graph of %s was not saved (%s); loading the model itself, and saving it is "
+                "tried again once %s has more free space" % (Path(model_path).name, reason, folder))
+            return open_model(options()), str(model_path)
+        return session, str(model_path)
+    finally:
+        shutil.rmtree(str(work), ignore_errors=True)
 
 
 def keep(made, path, identity):
     """Moves a graph onnxruntime just saved into place, stamps it, and tidies the folder."""
+    content = ("sha256", hash_file(made, "sha256"))
     os.replace(made, path)
-    write_stamp(path, STAMP_KIND, key(identity))
+    write_stamp(path, stamp(identity), content)
+    remove_quietly(path.with_name(path.name + ".save-failed"))
     # Graphs for other onnxruntime versions or CPUs (a cache shared between two setups keeps
     # each its own), but not without end; and what a killed helper left half-written.
     graphs = sorted((other for other in path.parent.glob("*.onnx") if other != path),
                     key=lambda other: other.stat().st_mtime, reverse=True)
-    stale = graphs[KEEP_OTHER_GRAPHS:] + [part for part in path.parent.glob("*.part")
-                                          if time.time() - part.stat().st_mtime > 3600]
-    for other in stale:
-        forget(other)
+    abandoned = [part for part in list(path.parent.glob("*.part")) + list(path.parent.glob(".saving-*"))
+                 if time.time() - part.stat().st_mtime > ABANDONED_SECONDS]
+    for other in graphs[KEEP_OTHER_GRAPHS:] + abandoned:
+        if other.is_dir():
+            shutil.rmtree(str(other), ignore_errors=True)
+        else:
+            forget(other)
 
 
-def unsaveable(path):
-    """Whether this graph cannot be saved or used (it failed before; a read-only folder)."""
-    return path.with_name(path.name + ".unsaveable").exists() or not os.access(path.parent, os.W_OK)
-
-
-def mark_unsaveable(path):
+def unsaveable(path, model_path):
+    """Whether not to try saving this graph: onnxruntime could not open it before, the folder is not
+    writable, or saving it failed and the folder has not gained room for it since."""
+    if path.with_name(path.name + ".unsaveable").exists() or not os.access(path.parent, os.W_OK):
+        return True
     try:
-        path.with_name(path.name + ".unsaveable").touch()
+        failed = json.loads(path.with_name(path.name + ".save-failed").read_text(encoding="utf-8"))
+        before = int(failed["free"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    try:
+        needed = os.path.getsize(model_path)
+    except OSError:
+        needed = 0
+    return _free_space(path.parent) < before + needed
+
+
+def _free_space(folder):
+    try:
+        return shutil.disk_usage(str(folder)).free
+    except OSError:
+        return 0
+
+
+def _mark(path, suffix, record):
+    try:
+        write_file_atomically(path.with_name(path.name + suffix), json.dumps(record).encode("utf-8"))
     except OSError:
         pass
+
+
+def _reason(error):
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
 
 
 def forget(path):

@@ -43,8 +43,10 @@ def check(preprocess):
     if preprocess["divide_by"] not in (1, 255, "max"):
         raise ValueError("divide_by must be 1, 255 or \"max\", got %r" % (preprocess["divide_by"],))
     for key in ("mean", "std"):
-        if len(preprocess[key]) != 3:
-            raise ValueError("%s needs 3 values" % key)
+        values = preprocess[key]
+        if (not isinstance(values, (list, tuple)) or len(values) != 3
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
+            raise ValueError("%s needs 3 numbers, got %r" % (key, values))
     if not all(s != 0 for s in preprocess["std"]):
         raise ValueError("std may not be 0")
     if preprocess["channel_order"] not in ("RGB", "BGR"):

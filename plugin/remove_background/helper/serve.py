@@ -5,6 +5,7 @@ ends.  Nothing else may reach stdout: the real stdout is kept for the replies an
 descriptor 1 is pointed at stderr, so stray prints from any library land in the log.
 """
 
+import json
 import os
 import platform
 import sys
@@ -20,6 +21,10 @@ PROGRESS_INTERVAL = 0.1
 
 # How often the helper checks that the process that started it is still there.
 PARENT_CHECK_INTERVAL = 0.25
+
+# No request needs a payload this large: GIMP's largest image (524288 x 524288) is far beyond any
+# memory, and a 4-channel photo of 2**38 bytes (a quarter of a terabyte) would be too.
+MAX_PAYLOAD_BYTES = 1 << 38
 
 
 class RequestError(Exception):
@@ -64,13 +69,19 @@ class Server:
                 self.reply(protocol.error_message("bad_header", str(error)))
                 continue
             size = header.get("size", 0)
+            if size > MAX_PAYLOAD_BYTES:
+                # Nothing that large will follow (it could not be held): answer at once, stay in step.
+                self.reply(protocol.error_message(
+                    "bad_size", "a payload of %d bytes is larger than any request needs (at most %d)"
+                    % (size, MAX_PAYLOAD_BYTES)))
+                continue
             try:
                 payload = protocol.read_payload(self.stdin, size)
             except protocol.ProtocolError as error:
                 # The stream ended inside a payload: nobody is left to answer.
                 print("remove-background: %s" % error, file=sys.stderr)
                 return 0
-            except MemoryError:
+            except (MemoryError, OverflowError):
                 if not self.skip_bytes(size):
                     return 0
                 self.reply(protocol.error_message(
@@ -98,8 +109,8 @@ class Server:
 
     def handle(self, header, payload):
         op = header.get("op")
-        handler = {"hello": self.hello, "models": self.models, "load": self.load,
-                   "process": self.process}.get(op)
+        handlers = {"hello": self.hello, "models": self.models, "load": self.load, "process": self.process}
+        handler = handlers.get(op) if isinstance(op, str) else None
         try:
             if handler is None:
                 raise RequestError("bad_request", "unknown op %r" % (op,))
@@ -138,16 +149,20 @@ class Server:
         name = header.get("model")
         if not isinstance(name, str) or not name:
             raise RequestError("bad_request", "'model' must be a model name")
-        threads = require_int(header, "threads", 0, default=0)
+        from .engine import max_threads
+
+        threads = require_int(header, "threads", 0, max_threads(), default=0)
         file = header.get("file")
         if file is not None and not isinstance(file, str):
             raise RequestError("bad_request", "'file' must be a path")
-        key = (name, threads, file)
+        spec = header.get("preprocess")
+        # The preprocessing is part of what was loaded: the same file fed otherwise is another engine.
+        key = (name, threads, file, json.dumps(spec, sort_keys=True))
         if self.engine is not None and self.engine_key == key:
             self.reply(self.loaded_reply(0.0))
             return
         self.engine = self.engine_key = None
-        self.engine = self.open_engine(name, threads, file, header.get("preprocess"))
+        self.engine = self.open_engine(name, threads, file, spec)
         self.engine_key = key
         self.reply(self.loaded_reply(self.engine.seconds))
 
