@@ -10,7 +10,9 @@ the photo composited onto a colour.
 
 import argparse
 import os
+import stat
 import sys
+import tempfile
 import time
 from collections import namedtuple
 from concurrent.futures import ThreadPoolExecutor
@@ -22,9 +24,14 @@ from PIL import Image, ImageColor, ImageOps
 from .. import __version__
 from . import png_writer
 
-# Pillow refuses images over 2 * MAX_IMAGE_PIXELS as "decompression bombs"; the helper is
-# meant for photos up to 16000 x 16000 and beyond.
-Image.MAX_IMAGE_PIXELS = 20000 * 20000
+# Pillow's own "decompression bomb" limit is replaced by what this machine's memory can hold
+# (check_memory): the command is meant for photos up to 16000 x 16000 and beyond.
+Image.MAX_IMAGE_PIXELS = None
+# Bytes a photo costs per pixel and channel, measured with --threads 2 on 12 MP RGB: the decoded
+# image, its array copy, the output's colour and alpha planes; and per pixel, the mask and its
+# upsampling's float rows.
+BYTES_PER_CHANNEL = 3
+BYTES_PER_PIXEL = 6
 
 # Rows are copied out of Pillow images this many bytes at a time (see pixels_of).
 BAND_BYTES = 4 * 1024 * 1024
@@ -76,8 +83,10 @@ def parse_args(argv):
             args.background = ImageColor.getrgb(args.background)
         except ValueError:
             parser.error("--background: unknown colour %r" % args.background)
-    if args.threads < 0:
-        parser.error("--threads must be 0 (all cores) or more")
+    from ..helper.parallel import max_threads
+
+    if not 0 <= args.threads <= max_threads():
+        parser.error("--threads must be 0 (all cores) to %d (four per core)" % max_threads())
     return args
 
 
@@ -91,33 +100,74 @@ def image_extensions():
             if format_name in Image.OPEN}
 
 
+def reason(error):
+    """An OSError in a few words (File name too long, Permission denied, ...)."""
+    return error.strerror or str(error) if isinstance(error, OSError) else str(error)
+
+
 def collect_inputs(paths):
-    """The image files to process, and the inputs that name nothing usable (as InputErrors)."""
+    """The image files to process, and the inputs that name nothing usable (as InputErrors).
+
+    Each input is looked at on its own: one that cannot be read (a name too long, a folder
+    without permission, a FIFO) is reported and the others go on.  A file named twice is
+    processed once.
+    """
     extensions = None
-    files, problems = [], []
+    files, problems, seen = [], [], set()
+
+    def add(path, st):
+        if (st.st_dev, st.st_ino) not in seen:
+            seen.add((st.st_dev, st.st_ino))
+            files.append(path)
+
     for text in paths:
         path = Path(text)
-        if path.is_dir():
-            # Only folders need the list: it makes Pillow import every format it knows.
-            extensions = extensions or image_extensions()
-            found = sorted(child for child in path.iterdir()
-                           if child.is_file() and child.suffix.lower() in extensions
-                           and not is_own_output(child))
-            if not found:
-                problems.append((path, InputError("no images in this folder")))
-            files.extend(found)
-        elif path.exists():
-            files.append(path)
-        else:
+        try:
+            st = path.stat()
+            if stat.S_ISDIR(st.st_mode):
+                # Only folders need the list: it makes Pillow import every format it knows.
+                extensions = extensions or image_extensions()
+                found = []
+                for child in sorted(path.iterdir()):
+                    if child.suffix.lower() not in extensions or is_own_output(child):
+                        continue
+                    try:
+                        child_st = child.stat()
+                    except OSError as error:
+                        problems.append((child, InputError(reason(error))))
+                        continue
+                    if stat.S_ISREG(child_st.st_mode):
+                        found.append((child, child_st))
+                if not found:
+                    problems.append((path, InputError("no images in this folder")))
+                for child, child_st in found:
+                    add(child, child_st)
+            elif stat.S_ISREG(st.st_mode):
+                add(path, st)
+            else:
+                problems.append((path, InputError("not a regular file (a device, FIFO or socket); skipped")))
+        except FileNotFoundError:
             problems.append((path, InputError("no such file or folder")))
+        except OSError as error:
+            problems.append((path, InputError(reason(error))))
     return files, problems
+
+
+def names_a_folder(output):
+    """Whether -o names a folder: an existing one, or a name ending in a separator."""
+    if output.endswith(("/", os.sep)) or (os.altsep and output.endswith(os.altsep)):
+        return True
+    try:
+        return Path(output).is_dir()
+    except OSError:
+        return False
 
 
 def output_paths(files, inputs, output, mask_only):
     """Where each file's result goes: OUT itself for a single file input, else inside OUT."""
     suffix = MASK_SUFFIX if mask_only else CUTOUT_SUFFIX
-    single = len(inputs) == 1 and not Path(inputs[0]).is_dir() and len(files) == 1
-    if output is not None and single and not Path(output).is_dir():
+    single = len(inputs) == 1 and len(files) == 1 and files[0] == Path(inputs[0])
+    if output is not None and single and not names_a_folder(output):
         return {files[0]: Path(output)}
     targets = {}
     for path in files:
@@ -133,25 +183,75 @@ def output_paths(files, inputs, output, mask_only):
 
 def overwriting(files, targets):
     """The files whose output would replace an input (its own or another's), as InputErrors."""
-    inputs = {path.resolve() for path in files}
+    inputs = {same_file_key(path) for path in files}
     return [(path, InputError("the output %s would overwrite an input" % targets[path]))
-            for path in files if targets[path].resolve() in inputs]
+            for path in files if same_file_key(targets[path]) in inputs]
+
+
+def same_file_key(path):
+    """What tells two names of one file apart from two files: (device, inode), else the resolved path."""
+    try:
+        st = path.stat()
+        return (st.st_dev, st.st_ino)
+    except OSError:
+        try:
+            return path.resolve()
+        except OSError:
+            return path
+
+
+def available_memory():
+    """Bytes this machine can still give (Linux's MemAvailable; elsewhere the physical memory), or None."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_memory(image):
+    """Refuses, from its header alone, a photo that this machine's memory could not hold."""
+    width, height = image.size
+    channels = max(len(image.getbands()), 1)
+    needed = width * height * (BYTES_PER_CHANNEL * channels + BYTES_PER_PIXEL)
+    available = available_memory()
+    if available is not None and needed > available:
+        raise InputError("%d x %d pixels would need about %.1f GB of memory; %.1f GB are available"
+                         % (width, height, needed / 1e9, available / 1e9))
+
+
+def frame_note(image):
+    """A word about the frames that are not used (animations, multi-page files), or None."""
+    frames = getattr(image, "n_frames", 1) or 1
+    if frames <= 1:
+        return None
+    kind = "an animation" if getattr(image, "is_animated", False) and image.format in ("GIF", "PNG", "WEBP") \
+        else "a file of several pages"
+    return "%s of %d frames: only the first is used" % (kind, frames)
 
 
 def load_image(path):
     """Opens, orients (EXIF) and reduces an image to 8-bit L, LA, RGB or RGBA."""
     try:
         image = Image.open(path)
+        check_memory(image)
         image.load()
-    except Image.DecompressionBombError as error:
-        raise InputError(str(error)) from None
     except (OSError, SyntaxError, ValueError) as error:
         raise InputError("not a readable image (%s)" % error) from None
+    note = frame_note(image)
     ImageOps.exif_transpose(image, in_place=True)       # in place: no second full-size copy
     profile = image.info.get("icc_profile")
     image = to_8bit(image)
     if profile:
         image.info["icc_profile"] = profile
+    if note:
+        image.info["frame_note"] = note
     return image
 
 
@@ -229,14 +329,14 @@ def composite(colour, alpha, background):
     return out
 
 
-# One input, read: its pixels and its colour profile.
-Photo = namedtuple("Photo", "pixels profile")
+# One input, read: its pixels, its colour profile and a note for its line (or None).
+Photo = namedtuple("Photo", "pixels profile note")
 
 
 def read_input(source):
     image = load_image(source)
     # The photo's colour profile goes with it: its colours mean the same in the cut-out.
-    return Photo(pixels_of(image), image.info.get("icc_profile"))
+    return Photo(pixels_of(image), image.info.get("icc_profile"), image.info.get("frame_note"))
 
 
 def write_output(photo, mask, target, mask_only, background, workers):
@@ -248,18 +348,45 @@ def write_output(photo, mask, target, mask_only, background, workers):
         if background is not None:
             colour, alpha = composite(colour, alpha, background), None
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".part")
+    check_output(target)
+    # A new file of our own beside the target (O_EXCL, a random name): never a link planted there.
+    descriptor, name = tempfile.mkstemp(prefix=target.name + ".", suffix=".part", dir=str(target.parent))
+    partial = Path(name)
     try:
+        made = os.fstat(descriptor)
+        os.close(descriptor)
         suffix = target.suffix.lower()
         format_name = "PNG" if suffix in ("", ".png") else Image.registered_extensions().get(suffix, "PNG")
         if format_name == "PNG":
             png_writer.write(partial, colour, alpha, workers, profile)
         else:
             save_with_pillow(partial, format_name, colour, alpha, profile)
+        written = os.lstat(partial)
+        if (written.st_dev, written.st_ino) != (made.st_dev, made.st_ino):
+            raise InputError("the temporary file %s was replaced while it was written" % partial)
+        os.chmod(partial, 0o666 & ~current_umask())       # as a file made with open() would be
+        check_output(target)
         os.replace(partial, target)
     finally:
-        if partial.exists():
+        if os.path.lexists(partial):
             partial.unlink()
+
+
+def check_output(target):
+    """Refuses an output that is not (or would not replace) a regular file: a device, a FIFO, a folder."""
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        return
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+        raise InputError("the output %s is not a regular file (a %s); not replaced"
+                         % (target, "folder" if stat.S_ISDIR(st.st_mode) else "device, FIFO or socket"))
+
+
+def current_umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def save_with_pillow(path, format_name, colour, alpha, profile):
@@ -318,6 +445,9 @@ class Progress:
         self.failed += 1
         print("remove-background: %s: %s" % (source, describe(error)), file=sys.stderr)
 
+    def note(self, source, text):
+        print("remove-background: %s: %s" % (source, text), file=sys.stderr)
+
     def success(self, number, source, target):
         self.done += 1
         if self.on_terminal:
@@ -365,6 +495,8 @@ def remove_backgrounds(files, targets, args, progress):
             next_read = reader.submit(read_input, files[index + 1]) if read_ahead(index + 1) else None
             try:
                 photo = current.result()
+                if photo.note:
+                    progress.note(source, photo.note)
                 mask = engine.mask(photo.pixels)
             except Exception as error:  # noqa: BLE001 - one file's failure, whatever it is
                 if writing:                     # the previous file's line first

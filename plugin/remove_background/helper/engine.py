@@ -10,6 +10,7 @@ import numpy as np
 import onnxruntime
 
 from . import optimized, postprocess, preprocess
+from .parallel import max_threads
 
 # Preferred first; onnxruntime falls back along the list.
 GPU_PROVIDERS = (
@@ -34,11 +35,6 @@ def cpu_count():
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
-
-
-def max_threads():
-    """More threads than this only cost (5000 kept the helper from seeing end of file for 90 s)."""
-    return 4 * (os.cpu_count() or 1)
 
 
 def choose_providers(available=None, requested=None):

@@ -1,6 +1,12 @@
 """Spreading row-wise numpy and Pillow work over the cores (both release the GIL)."""
 
+import os
 from concurrent.futures import ThreadPoolExecutor
+
+
+def max_threads():
+    """More threads than this only cost (5000 kept the helper from seeing end of file for 90 s)."""
+    return 4 * (os.cpu_count() or 1)
 
 
 def for_row_blocks(rows, work, workers, min_rows=32):

@@ -149,7 +149,7 @@ class Server:
         name = header.get("model")
         if not isinstance(name, str) or not name:
             raise RequestError("bad_request", "'model' must be a model name")
-        from .engine import max_threads
+        from .parallel import max_threads
 
         threads = require_int(header, "threads", 0, max_threads(), default=0)
         file = header.get("file")
