@@ -112,6 +112,8 @@ def write_stamp(path: Path, stamp, content=None):
     st = os.stat(path)
     record = dict(file_identity(st), kind=stamp.kind, value=stamp.value,
                   content=[content[0], content[1]])
+    # Also as version 0.1 read a stamp (size, mtime, algorithm, digest): a cache shared with it still works.
+    record.update(algorithm=stamp.kind, digest=stamp.value)
     write_file_atomically(stamp_path(path), json.dumps(record).encode("utf-8"))
 
 
@@ -132,7 +134,7 @@ def stamp_names(path: Path, stamp) -> bool:
 def _names(record, stamp):
     if record is None:
         return False
-    if "kind" not in record and "algorithm" in record:      # a stamp of version 0.1 (size and mtime only)
+    if "kind" not in record:                 # a stamp of version 0.1 (size and mtime only)
         return [record.get("algorithm"), record.get("digest")] == list(Stamp(*stamp))
     return [record.get("kind"), record.get("value")] == list(Stamp(*stamp))
 
@@ -178,6 +180,8 @@ def write_file_atomically(path: Path, data: bytes):
     try:
         with os.fdopen(descriptor, "wb") as f:
             f.write(data)
+            if hasattr(os, "fchmod"):
+                os.fchmod(f.fileno(), 0o644)        # readable as a file made with open() is
         os.replace(temporary, path)
     except BaseException:
         remove_quietly(temporary)

