@@ -781,7 +781,7 @@ def check(args, places, out):
     out.always("Models:")
     model_fetch = load_model_fetch()
     try:
-        usable = check_models(model_fetch, problems, out)
+        usable = check_models(model_fetch, problems, out, places.python if python_works(places.python) else None)
     except model_fetch.FetchError as error:
         usable = 0
         problems.append("model_fetch cannot list the models: %s" % error)
@@ -798,8 +798,37 @@ def check(args, places, out):
     return EXIT_OK
 
 
-def check_models(model_fetch, problems, out):
-    """Reports each model; returns how many are installed and verified."""
+# Run in the helper's Python: the mask of a photo, as its lowest and highest value.
+PROBE_SCRIPT = """import json, sys
+from remove_background.command import cli
+from remove_background.helper import engine
+runner = engine.load(sys.argv[1], file=sys.argv[3] or None)
+mask = runner.mask(cli.pixels_of(cli.load_image(sys.argv[2])))
+print(json.dumps([int(mask.min()), int(mask.max())]))
+"""
+# A mask of the sample photo spanning fewer levels than this is "constant": a model that loads
+# but does not see (damaged weights, the wrong file); a working one spans 0 to 255 on it.
+CONSTANT_SPREAD = 8
+
+
+def probe_mask(python, name, file=None, photo=SAMPLE_PHOTO):
+    """Runs the model on the CC0 sample photo in the helper's Python.
+
+    Returns (lowest, highest) mask value, or a string saying why it could not run."""
+    code, output = run_quietly([python, "-c", PROBE_SCRIPT, name, photo, file or ""], timeout=600)
+    lines = output.strip().splitlines()
+    if code == 0 and lines:
+        try:
+            low, high = json.loads(lines[-1])
+            return int(low), int(high)
+        except (ValueError, TypeError):
+            pass
+    return (lines[-1] if lines else "exit status %s" % code)
+
+
+def check_models(model_fetch, problems, out, python=None):
+    """Reports each model; returns how many are installed and verified (and, with the helper's
+    ``python``, give a mask that is not constant on the sample photo)."""
     out.always("  folder: %s" % model_fetch.cache_dir())
     usable = 0
     for model in model_fetch.models():
@@ -807,8 +836,23 @@ def check_models(model_fetch, problems, out):
             out.always("  %-22s not installed" % model.name)
             continue
         if model_fetch.verify(model.name):
-            usable += 1
-            out.always("  %-22s installed, verified" % model.name)
+            probe = (probe_mask(python, model.name, model_fetch.installed_path(model.name))
+                     if python and SAMPLE_PHOTO.is_file() else None)
+            if isinstance(probe, str):
+                out.always("  %-22s installed, verified, does NOT run: %s" % (model.name, probe))
+                problems.append("the model %s does not run on the sample photo (%s): run  python3 -m model_fetch "
+                                "remove %s  then  python3 -m model_fetch fetch %s" % (model.name, probe, model.name,
+                                                                                    model.name))
+            elif probe and probe[1] - probe[0] < CONSTANT_SPREAD:
+                out.always("  %-22s installed, verified, SUSPECT: its mask of %s is constant (%d to %d)"
+                           % (model.name, SAMPLE_PHOTO.name, probe[0], probe[1]))
+                problems.append("the model %s gives a constant mask on the sample photo: it may be damaged or the "
+                                "wrong file. Fetch it again:  python3 -m model_fetch remove %s  then  python3 -m "
+                                "model_fetch fetch %s" % (model.name, model.name, model.name))
+            else:
+                usable += 1
+                out.always("  %-22s installed, verified%s" % (
+                    model.name, ", mask of %s from %d to %d" % ((SAMPLE_PHOTO.name,) + probe) if probe else ""))
         else:
             out.always("  %-22s installed, FAILS verification" % model.name)
             problems.append("the model %s fails verification: run  python3 -m model_fetch fetch %s" % (
