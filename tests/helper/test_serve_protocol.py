@@ -130,7 +130,12 @@ def test_malformed_frames_are_answered(tiny_model):
 
 
 def test_frames_that_crashed_the_helper_are_answered(tiny_model, tmp_path):
+    import threading
+
     process = start_raw()
+    # A helper that swallows the stream waiting for a payload would leave send() waiting for ever.
+    watchdog = threading.Timer(60, process.kill)
+    watchdog.start()
     try:
         assert send(process, header_line({"op": [1]}))["error"] == "bad_request"
         assert send(process, header_line({"op": {"a": 1}}))["error"] == "bad_request"
@@ -154,6 +159,7 @@ def test_frames_that_crashed_the_helper_are_answered(tiny_model, tmp_path):
         process.stdin.close()
         assert process.wait(timeout=20) == 0
     finally:
+        watchdog.cancel()
         if process.poll() is None:
             process.kill()
             process.wait()
