@@ -175,8 +175,9 @@ def _verify(store, args, progress):
             failed += bool(bad)
         else:
             progress.end_line()
-            print("%s: FAILED verification; the file was deleted (fetch it again: python -m model_fetch fetch %s)"
-                  % (name, name))
+            kept = store.path_for(name).exists()        # a read-only cache keeps it (nothing will load it)
+            print("%s: FAILED verification; the file %s (fetch it again: python -m model_fetch fetch %s)"
+                  % (name, "could not be deleted" if kept else "was deleted", name))
             failed += 1
     return 1 if failed else 0
 

@@ -10,6 +10,7 @@ is removed.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -143,21 +144,15 @@ class Store:
         path = self.cache_dir / model.file
         if not path.exists():
             return False
-        try:
-            lock = self._lock(model, progress)
-            lock.__enter__()
-        except FetchError:                      # a read-only cache: checking needs no lock
-            lock = None
-        try:
-            if not path.exists():
-                return False
-            if lock is None and has_valid_stamp(path, model.pin):
-                algorithm, expected = model.pin
-                return hash_file(path, algorithm, progress, "verify %s" % model.file) == expected
-            return self._check_and_stamp(model, path, progress)
-        finally:
-            if lock is not None:
-                lock.__exit__(None, None, None)
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(self._lock(model, progress))
+            except FetchError:                  # a read-only cache: checking a stamped file needs no lock
+                if has_valid_stamp(path, model.pin):
+                    algorithm, expected = model.pin
+                    return hash_file(path, algorithm, progress, "verify %s" % model.file) == expected
+                raise
+            return path.exists() and self._check_and_stamp(model, path, progress)
 
     def verify_derived(self, name, progress=None):
         """Rehashes every stamped file derived from the model; returns [(file name, ok)], deleting

@@ -105,7 +105,7 @@ def test_a_link_planted_at_the_temporary_name_is_not_followed(tmp_path, run):
     assert victim.read_bytes() == b"precious"
     output = tmp_path / "photo.nobg.png"
     assert stat.S_ISREG(os.lstat(output).st_mode) and Image.open(output).mode == "RGBA"
-    assert oct(os.stat(output).st_mode & 0o777) == oct(0o666 & ~cli.current_umask())
+    assert oct(os.stat(output).st_mode & 0o777) == oct(0o666 & ~cli.UMASK)
 
 
 @POSIX
@@ -166,7 +166,7 @@ def test_only_the_first_frame_of_an_animation_is_used_and_that_is_said(tmp_path,
     assert status == 0, err
     assert "anim.gif: an animation of 3 frames: only the first is used" in err
     assert "anim.png: an animation of 3 frames: only the first is used" in err
-    assert "pages.tif: a file of several pages of 3 frames: only the first is used" in err
+    assert "pages.tif: a TIFF of 3 pages: only the first is used" in err
     assert int(np.asarray(Image.open(tmp_path / "anim.gif.nobg.png"))[8, 16, 3]) >= 190    # frame 1's red
 
 

@@ -22,9 +22,14 @@ PROGRESS_INTERVAL = 0.1
 # How often the helper checks that the process that started it is still there.
 PARENT_CHECK_INTERVAL = 0.25
 
-# No request needs a payload this large: GIMP's largest image (524288 x 524288) is far beyond any
-# memory, and a 4-channel photo of 2**38 bytes (a quarter of a terabyte) would be too.
-MAX_PAYLOAD_BYTES = 1 << 38
+
+def max_payload_bytes():
+    """More than any request can need: a payload is received whole, so never more than the machine's
+    memory (where the system says; else a quarter of a terabyte, beyond any photo's 4 channels)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return 1 << 38
 
 
 class RequestError(Exception):
@@ -50,6 +55,7 @@ class Server:
         self.stdout = stdout
         self.engine = None
         self.engine_key = None
+        self.max_payload = max_payload_bytes()
 
     def reply(self, header, payload=b""):
         protocol.write_message(self.stdout, header, payload)
@@ -69,11 +75,11 @@ class Server:
                 self.reply(protocol.error_message("bad_header", str(error)))
                 continue
             size = header.get("size", 0)
-            if size > MAX_PAYLOAD_BYTES:
+            if size > self.max_payload:
                 # Nothing that large will follow (it could not be held): answer at once, stay in step.
                 self.reply(protocol.error_message(
                     "bad_size", "a payload of %d bytes is larger than any request needs (at most %d)"
-                    % (size, MAX_PAYLOAD_BYTES)))
+                    % (size, self.max_payload)))
                 continue
             try:
                 payload = protocol.read_payload(self.stdin, size)
