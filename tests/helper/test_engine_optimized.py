@@ -199,3 +199,13 @@ def test_a_link_planted_in_the_folder_is_not_written_through(tiny, tmp_path):
     assert load(tiny, folder).opened == str(tiny)
     assert victim.read_bytes() == b"precious"
     assert load(tiny, folder).opened == str(saved)
+
+
+def test_a_model_that_cannot_load_is_not_taken_for_a_failed_save(tmp_path, capfd):
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a graph" * 100)
+    folder = tmp_path / "derived"
+    with pytest.raises(engine.ModelLoadError, match="Cannot load model"):
+        load(broken, folder)
+    assert "not saved" not in capfd.readouterr().err
+    assert not list(folder.glob("*.save-failed")) and not list(folder.glob(".saving-*"))

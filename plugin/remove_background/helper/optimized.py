@@ -117,16 +117,16 @@ def open_session(model_path, identity, folder, options, open_model, log):
             if not made.is_file():
                 raise OSError("onnxruntime wrote no graph")
             keep(made, saved, identity)
+            return session, str(model_path)
         except Exception as error:  # onnxruntime's (a graph over 2 GB, a full disk) or the file system's
             reason = _reason(error)
-            free = _free_space(folder)
-            _mark(saved, ".save-failed", {"reason": reason, "free": free})
-            log("the optimised graph of %s was not saved (%s); loading the model itself, and saving it is "
-                "tried again once %s has more free space" % (Path(model_path).name, reason, folder))
-            return open_model(options()), str(model_path)
-        return session, str(model_path)
     finally:
         shutil.rmtree(str(work), ignore_errors=True)
+    session = open_model(options())             # a model that cannot load at all says so here
+    _mark(saved, ".save-failed", {"reason": reason, "free": _free_space(folder)})
+    log("the optimised graph of %s was not saved (%s); loading the model itself, and saving it is "
+        "tried again once %s has more free space" % (Path(model_path).name, reason, folder))
+    return session, str(model_path)
 
 
 def keep(made, path, identity):
