@@ -49,7 +49,7 @@ def test_blurred_step_comes_back_within_two_pixels():
             # crossing on it, and only the columns up to 2 px away from it still soft.
             assert refined[row, EDGE - 1] >= 128 > refined[row, EDGE], (channels, row)
             soft = transition(refined[row])
-            assert soft.min() >= EDGE - 2 and soft.max() <= EDGE + 1, (channels, row, soft)
+            assert ((soft >= EDGE - 2) & (soft <= EDGE + 1)).all(), (channels, row, soft)
 
 
 def test_exact_mask_stays_exact():
