@@ -48,7 +48,8 @@ def iou(predicted, truth):
 
 
 def grown(binary, radius):
-    return np.asarray(Image.fromarray(binary.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(2 * radius + 1))) > 0
+    image = Image.fromarray(binary.astype(np.uint8) * 255)
+    return np.asarray(image.filter(ImageFilter.MaxFilter(2 * radius + 1))) > 0
 
 
 def boundary_band(truth):
@@ -82,7 +83,8 @@ class Model:
         if path.exists():
             output = np.load(path)
         else:
-            output = self.engine.infer(preprocess.model_input(pixels, self.engine.preprocess, self.engine.threads))
+            tensor = preprocess.model_input(pixels, self.engine.preprocess, self.engine.threads)
+            output = self.engine.infer(tensor)
             np.save(path, np.asarray(output, np.float32))
         return postprocess.mask_from_output(output, self.engine.preprocess)
 
@@ -120,7 +122,8 @@ def regime_rows(model, items, workers):
         truth = truth8.astype(np.float32) / 255
         height, width = truth.shape
         small = model.low_res(pixels)
-        big = np.asarray(Image.fromarray(pixels[:, :, :3]).resize((BIG * width, BIG * height), Image.Resampling.BICUBIC))
+        big = np.asarray(Image.fromarray(pixels[:, :, :3]).resize((BIG * width, BIG * height),
+                                                                   Image.Resampling.BICUBIC))
         limited = model.low_res(big)
         limited = resize_float(resize_float(limited, (DETAIL, DETAIL)), limited.shape[::-1])
         for refined in (False, True):
@@ -153,7 +156,8 @@ def decontamination_rows(model, items, workers):
             continue                    # a hand-drawn binary mask: no soft edge to judge
         height, width = truth8.shape
         other = items[(index + 1) % len(items)][1]
-        background = np.asarray(Image.fromarray(other[:, :, :3]).resize((width, height), Image.Resampling.BILINEAR), np.float64)
+        background = Image.fromarray(other[:, :, :3]).resize((width, height), Image.Resampling.BILINEAR)
+        background = np.asarray(background, np.float64)
         photo = pixels[:, :, :3].astype(np.float64)
         a = (truth8.astype(np.float64) / 255)[:, :, None]
         composite = np.clip(np.round(a * photo + (1 - a) * background), 0, 255).astype(np.uint8)
@@ -195,7 +199,8 @@ def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("datasets", type=Path, nargs="+")
     parser.add_argument("--model", default="isnet")
-    parser.add_argument("--cache", default="/tmp/eval_edges-cache", help="where the model's raw outputs are kept")
+    parser.add_argument("--cache", default="/tmp/eval_edges-cache",
+                        help="where the model's raw outputs are kept")
     parser.add_argument("--no-timing", action="store_true")
     args = parser.parse_args(argv)
     model = Model(args.model, args.cache)
@@ -208,8 +213,9 @@ def main(argv):
         for regime in ("a", "b"):
             for refined in (False, True):
                 mae, whole, edge = rows[regime, refined]
-                print("%-8s %-3s %-10s %4d  %7.4f  %6.4f  %9.4f" % (set_dir.name, regime, "refined" if refined else "no-refine",
-                                                                   len(items), mae, whole, edge), flush=True)
+                name = "refined" if refined else "no-refine"
+                print("%-8s %-3s %-10s %4d  %7.4f  %6.4f  %9.4f"
+                      % (set_dir.name, regime, name, len(items), mae, whole, edge), flush=True)
         for key, value in decontamination_rows(model, items, workers).items():
             decontaminated.setdefault(key, []).append(value)
     for name in ("true alpha", "our mask"):
@@ -219,11 +225,11 @@ def main(argv):
                   % (name, kept, cleaned, 100 * (cleaned / kept - 1)))
     if not args.no_timing:
         seconds = timings(model, workers)
-        print("12 MP photo (median of 3, %d threads, load average %.1f): inference %.2f s, bilinear upsampling %.3f s, "
-              "refinement %.3f s (+%.3f s = %.1f%% of inference), decontamination %.3f s"
+        added = seconds["refine"] - seconds["upsample"]
+        print("12 MP photo (median of 3, %d threads, load average %.1f): inference %.2f s, bilinear upsampling"
+              " %.3f s, refinement %.3f s (+%.3f s = %.1f%% of inference), decontamination %.3f s"
               % (workers, os.getloadavg()[0], seconds["inference"], seconds["upsample"], seconds["refine"],
-                 seconds["refine"] - seconds["upsample"],
-                 100 * (seconds["refine"] - seconds["upsample"]) / seconds["inference"], seconds["decontaminate"]))
+                 added, 100 * added / seconds["inference"], seconds["decontaminate"]))
     return 0
 
 

@@ -310,3 +310,52 @@ def test_grey_photo_onto_a_translucent_colour(tmp_path, run):
         x, a = index * BAND + BAND // 2, level / 255
         expected = [level * a, level * a, level * a + 255 * (1 - a), 255 * a + 0x80 * (1 - a)]
         assert np.abs(values[16, x] - expected).max() <= 1, (level, values[16, x], expected)
+
+
+def test_no_refine_gives_the_bilinear_mask_and_refine_moves_edges(tmp_path, run, red_mask_onnx):  # noqa: F811
+    from remove_background.helper import engine, postprocess, preprocess
+
+    pixels = banded()
+    Image.fromarray(pixels, "RGB").save(tmp_path / "photo.png")
+    assert run(tmp_path / "photo.png", "--mask-only", "--no-refine", "-o", tmp_path / "plain.png")[0] == 0
+    plain = np.asarray(Image.open(tmp_path / "plain.png"))
+    # Byte for byte the mask as it was made before refinement: the model's, stretched bilinearly.
+    runner = engine.load("isnet", threads=1, file=red_mask_onnx)
+    small = postprocess.mask_from_output(runner.infer(preprocess.model_input(pixels, runner.preprocess)),
+                                         runner.preprocess)
+    assert np.array_equal(plain, postprocess.upsample(small, pixels.shape[1], pixels.shape[0]))
+    assert run(tmp_path / "photo.png", "--mask-only", "-o", tmp_path / "refined.png")[0] == 0
+    refined = np.asarray(Image.open(tmp_path / "refined.png"))
+    assert band_values(refined) == band_values(plain) == list(RED_BANDS)
+    assert not np.array_equal(refined, plain)               # the edges between the bands moved
+
+
+def test_mask_file_is_used_exactly_and_decontamination_changes_only_soft_pixels(tmp_path, run):
+    pixels = banded()
+    Image.fromarray(pixels, "RGB").save(tmp_path / "photo.png")
+    given = np.zeros(pixels.shape[:2], np.uint8)
+    given[:, 40:200] = 255
+    given[:, 200:220] = np.linspace(255, 0, 20).astype(np.uint8)
+    Image.fromarray(given, "L").save(tmp_path / "mask.png")
+    assert cli.main([str(tmp_path / "photo.png"), "--mask", str(tmp_path / "mask.png"), "--no-refine",
+                     "-o", str(tmp_path / "out.png")]) == 0
+    out = np.asarray(Image.open(tmp_path / "out.png"))
+    assert np.array_equal(out[:, :, 3], given) and np.array_equal(out[:, :, :3], pixels)
+    assert cli.main([str(tmp_path / "photo.png"), "--mask", str(tmp_path / "mask.png"), "--no-refine",
+                     "--decontaminate", "-o", str(tmp_path / "clean.png")]) == 0
+    clean = np.asarray(Image.open(tmp_path / "clean.png"))
+    soft = (given > 0) & (given < 255)
+    assert np.array_equal(clean[:, :, 3], given)
+    assert np.array_equal(clean[~soft], out[~soft]) and not np.array_equal(clean[soft], out[soft])
+
+
+def test_box_blacks_out_the_rest_and_a_box_outside_is_refused(tmp_path, run):
+    pixels = banded()
+    Image.fromarray(pixels, "RGB").save(tmp_path / "photo.png")
+    status, err = run(tmp_path / "photo.png", "--mask-only", "--box", "130,4,120,20", "-o", tmp_path / "box.png")
+    assert status == 0, err
+    boxed = np.asarray(Image.open(tmp_path / "box.png"))
+    assert boxed[:4].max() == 0 and boxed[24:].max() == 0 and boxed[:, :130].max() == 0
+    assert boxed[10, 140:185].min() >= 195 and boxed[10, 200:250].min() >= 250   # red 200 and 255 kept
+    status, err = run(tmp_path / "photo.png", "--box", "200,0,100,10", "-o", tmp_path / "out.png")
+    assert status == 1 and "not inside the 256x32 photo" in err and not (tmp_path / "out.png").exists()

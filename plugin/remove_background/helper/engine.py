@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 
-from . import optimized, postprocess, preprocess
+from . import decontaminate as decontamination, optimized, postprocess, preprocess
+from . import refine as refinement
 from .parallel import max_threads
 
 # Preferred first; onnxruntime falls back along the list.
@@ -20,6 +21,10 @@ GPU_PROVIDERS = (
     "CoreMLExecutionProvider",
 )
 CPU_PROVIDER = "CPUExecutionProvider"
+
+
+class BoxError(ValueError):
+    """A box prompt that is empty or not inside the photo."""
 
 
 class ModelLoadError(Exception):
@@ -150,14 +155,20 @@ class Engine:
             self.provider = CPU_PROVIDER
             return self.session.run([self.output_name], feed)[0]
 
-    def mask(self, pixels, depth=1, progress=None):
+    def mask(self, pixels, depth=1, progress=None, refine=True, box=None):
         """(H, W, C) uint8 pixels, C in 1..4 -> (H, W) mask, uint8 or (depth 2) uint16.
 
+        ``refine``: the model's mask refined to the photo's resolution with the photo as the
+        guide (refine.py); False: stretched bilinearly, as before refinement existed.
+        ``box`` (x, y, width, height): the model sees only that part of the photo and a
+        margin around it (see box_region); the mask is black outside the box.
         ``progress(stage, fraction)`` is told about each stage.
         """
         if pixels.ndim != 3 or pixels.shape[2] not in (1, 2, 3, 4) or pixels.dtype != np.uint8:
             raise ValueError("pixels must be (height, width, 1..4) uint8, got %s %s"
                              % (pixels.shape, pixels.dtype))
+        if box is not None:
+            return in_box(pixels, box, depth, lambda part: self.mask(part, depth, progress, refine))
         height, width = pixels.shape[:2]
         report = progress or (lambda stage, fraction: None)
         report("preprocess", 0.0)
@@ -168,8 +179,52 @@ class Engine:
         report("postprocess", 0.0)
         small = postprocess.mask_from_output(output, self.preprocess)
         del output
-        return postprocess.upsample(small, width, height, depth, workers=self.threads,
-                                    progress=lambda fraction: report("postprocess", fraction))
+        return full_size_mask(pixels, small, depth, refine, self.threads,
+                              progress=lambda fraction: report("postprocess", fraction))
+
+
+def full_size_mask(pixels, mask, depth=1, refine=True, workers=1, progress=None):
+    """A float 0..1 mask of any size (the model's, or a given one) -> (H, W) at the photo's size.
+
+    Refined with the photo as the guide, or (refine False) stretched bilinearly.  A serve op
+    can call this with a mask painted by hand, at full resolution: then only the edges that
+    are soft in it and lie near an edge of the photo move (a hard painted edge stays put).
+    """
+    height, width = pixels.shape[:2]
+    if refine:
+        return refinement.refine(pixels, mask, depth, workers=workers, progress=progress)
+    return postprocess.upsample(mask, width, height, depth, workers=workers, progress=progress)
+
+
+def decontaminate(pixels, alpha, workers=1):
+    """The pixels with the estimated foreground colour where 0 < alpha < 1 (decontaminate.py)."""
+    return decontamination.decontaminate(pixels, alpha, workers)
+
+
+BOX_MARGIN = 0.05       # of the box's longer side, on each side, for the model to see around it
+
+
+def box_region(width, height, box):
+    """The part of a width x height photo the model sees for ``box`` (x, y, w, h): the box and
+    a margin, cut to the photo.  BoxError for a box that is empty or not inside the photo."""
+    x, y, w, h = (int(v) for v in box)
+    if w <= 0 or h <= 0:
+        raise BoxError("the box %d,%d,%d,%d is empty" % (x, y, w, h))
+    if x < 0 or y < 0 or x + w > width or y + h > height:
+        raise BoxError("the box %d,%d,%d,%d is not inside the %dx%d photo" % (x, y, w, h, width, height))
+    margin = int(round(BOX_MARGIN * max(w, h)))
+    return max(0, x - margin), max(0, y - margin), min(width, x + w + margin), min(height, y + h + margin)
+
+
+def in_box(pixels, box, depth, mask_of):
+    """The full-size mask, black outside ``box``, from ``mask_of`` run on the box and its margin."""
+    height, width = pixels.shape[:2]
+    left, top, right, bottom = box_region(width, height, box)
+    x, y, w, h = (int(v) for v in box)
+    part = mask_of(pixels[top:bottom, left:right])
+    out = np.zeros((height, width), part.dtype)
+    out[y:y + h, x:x + w] = part[y - top:y - top + h, x - left:x - left + w]
+    return out
 
 
 def first_line(error):

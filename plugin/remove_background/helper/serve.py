@@ -203,6 +203,9 @@ class Server:
         if channels not in (1, 2, 3, 4):
             raise RequestError("bad_request", "unsupported channel count %d (1 to 4)" % channels)
         depth = require_int(header, "mask_depth", 1, 2, default=1)
+        refine = header.get("refine", True)
+        if not isinstance(refine, bool):
+            raise RequestError("bad_request", "refine must be true or false")
         expected = width * height * channels
         if len(payload) != expected:
             raise RequestError("bad_size", "%dx%d pixels with %d channels are %d bytes, not %d"
@@ -213,7 +216,7 @@ class Server:
 
         self.reply({"op": "progress", "stage": "received", "fraction": 1.0})
         pixels = np.frombuffer(payload, np.uint8).reshape(height, width, channels)
-        mask = self.engine.mask(pixels, depth, progress=self.progress_reporter())
+        mask = self.engine.mask(pixels, depth, progress=self.progress_reporter(), refine=refine)
         del pixels, payload
         data = mask.astype("<u%d" % depth, copy=False).reshape(-1).view(np.uint8)
         self.reply({"op": "mask", "width": width, "height": height, "depth": depth,

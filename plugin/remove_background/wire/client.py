@@ -353,14 +353,16 @@ class HelperClient:
         reply, _ = self._request(header, expect="loaded")
         return reply
 
-    def process(self, width, height, channels, pixels, mask_depth=1, on_progress=None):
+    def process(self, width, height, channels, pixels, mask_depth=1, on_progress=None, refine=True):
         """Sends 8-bit pixels (rows top to bottom); returns the mask, width*height*mask_depth bytes.
+
+        ``refine``: the mask's edges refined with the pixels as the guide (False: stretched).
 
         ``on_progress(stage, fraction)`` is called for each progress message; if it raises,
         the helper is stopped (cancel()) and the exception goes on to the caller.
         """
         header = {"op": "process", "width": int(width), "height": int(height),
-                  "channels": int(channels), "mask_depth": int(mask_depth)}
+                  "channels": int(channels), "mask_depth": int(mask_depth), "refine": bool(refine)}
         data = memoryview(pixels)
         if data.ndim != 1 or data.itemsize != 1:
             data = data.cast("B")
