@@ -16,13 +16,14 @@ resolution in bands of rows, so memory stays bounded whatever the photo's size.
 import numpy as np
 from PIL import Image
 
-from . import parallel, preprocess
+from . import parallel, preprocess, refine
 from .refine import box_mean
 
 COARSE_RADII = (45, 15, 5)      # box radii for a 1000-px long side, on the coarse grid
 FINE_RADII = (2, 1, 1)          # the same, at full resolution
 COARSE_LONG_SIDE = 1000
-BAND_PIXELS = 512 * 1024
+BAND_PIXELS = 512 * 1024      # full-resolution pixels per band (rows x width)
+BAND_ROWS = 64
 
 
 def alpha_scale(alpha):
@@ -42,6 +43,13 @@ def fuse(image, a, foreground, background, radius):
     blur_b = blurred[:, :, colours:2 * colours] / (1 - weight + 1e-5)
     residual = image - a * blur_f - (1 - a) * blur_b
     return np.clip(blur_f + a * residual, 0, 1), np.clip(blur_b + (1 - a) * residual, 0, 1)
+
+
+def grow(flags, distance):
+    """A 1-D boolean array, True also within ``distance`` of a True."""
+    sums = np.concatenate([[0], np.cumsum(flags)])
+    index = np.arange(flags.size)
+    return sums[np.minimum(index + distance + 1, flags.size)] > sums[np.maximum(index - distance, 0)]
 
 
 def scaled(radii, long_side):
@@ -91,31 +99,40 @@ def decontaminate(pixels, alpha, workers=1):
               for estimate in (coarse_f, coarse_b) for c in range(colours)]
     radii = scaled(FINE_RADII, max(height, width))
     halo = sum(radii)
-    band = max(1, BAND_PIXELS // max(width, 1))
+    band = max(1, min(BAND_ROWS, BAND_PIXELS // max(width, 1)))
 
-    def estimates(low, high):
+    def estimates(low, high, left, right):
         if same_grid:
-            return coarse_f[low:high].astype(np.float64), coarse_b[low:high].astype(np.float64)
-        box = (0, low * small_h / height, small_w, high * small_h / height)
-        values = np.stack([np.asarray(plane.resize((width, high - low), Image.Resampling.BILINEAR, box=box))
+            return (coarse_f[low:high, left:right].astype(np.float64),
+                    coarse_b[low:high, left:right].astype(np.float64))
+        box = (left * small_w / width, low * small_h / height, right * small_w / width, high * small_h / height)
+        size = (right - left, high - low)
+        values = np.stack([np.asarray(plane.resize(size, Image.Resampling.BILINEAR, box=box))
                            for plane in planes], axis=2).astype(np.float64)
         return values[:, :, :colours], values[:, :, colours:]
+
+    def region(top, bottom, left, right):
+        # The narrow passes read only ``halo`` pixels around: the region and its halo suffice.
+        low, high = max(0, top - halo), min(height, bottom + halo)
+        first, last = max(0, left - halo), min(width, right + halo)
+        image = pixels[low:high, first:last, :colours].astype(np.float64) / 255
+        a = (alpha[low:high, first:last].astype(np.float64) / full)[:, :, None]
+        foreground, background = estimates(low, high, first, last)
+        for radius in radii:
+            foreground, background = fuse(image, a, foreground, background, radius)
+        inner = foreground[top - low:bottom - low, left - first:right - first]
+        soft = (alpha[top:bottom, left:right] > 0) & (alpha[top:bottom, left:right] < full)
+        target = out[top:bottom, left:right, :colours]
+        target[soft] = np.floor(inner * 255 + 0.5).astype(np.uint8)[soft]
 
     def bands(start, stop):
         for top in range(start, stop, band):
             bottom = min(stop, top + band)
             if not soft_rows[top:bottom].any():
                 continue
-            low, high = max(0, top - halo), min(height, bottom + halo)
-            image = pixels[low:high, :, :colours].astype(np.float64) / 255
-            a = (alpha[low:high].astype(np.float64) / full)[:, :, None]
-            foreground, background = estimates(low, high)
-            for radius in radii:
-                foreground, background = fuse(image, a, foreground, background, radius)
-            inner = foreground[top - low:top - low + bottom - top]
-            soft = (alpha[top:bottom] > 0) & (alpha[top:bottom] < full)
-            target = out[top:bottom, :, :colours]
-            target[soft] = np.floor(inner * 255 + 0.5).astype(np.uint8)[soft]
+            columns = ((alpha[top:bottom] > 0) & (alpha[top:bottom] < full)).any(axis=0)
+            for left, right in refine.runs(grow(columns, 2 * halo)):
+                region(top, bottom, left, right)
 
     parallel.for_row_blocks(height, bands, workers)
     return out
