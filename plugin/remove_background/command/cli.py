@@ -468,12 +468,13 @@ def mask_of(engine, pixels, refine, box):
 class GivenMask:
     """--mask FILE in the engine's place: that mask, stretched (or refined) to the photo."""
 
-    name, provider = "--mask", "no model"
+    provider = "no model"
 
     def __init__(self, path, threads):
         from ..helper import engine
 
         self.path, self.threads = path, threads or engine.cpu_count()
+        self.name = "the mask %s" % Path(path).name
 
     def mask(self, pixels, depth=1, refine=True, box=None):
         from ..helper import engine
