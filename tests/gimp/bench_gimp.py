@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: Filters > Remove Background inside a real GIMP 3 on a 12-megapixel photo.
 
-    python tests/gimp/bench_gimp.py [--model isnet] [--runs 2]
+    python3 tests/gimp/bench_gimp.py [--model isnet] [--runs 2] [--gimp 3.0|3.2]
 
 Prints the procedure's wall time against bare onnxruntime inference of the same model,
 the share of pixel export, the pipe and writing the mask, and a batch of five images.
@@ -56,6 +56,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="isnet")
     parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--gimp", default="3.0", help="the GIMP version to run in (3.0 or 3.2)")
     parser.add_argument("--bare-inference", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_inference:
@@ -63,7 +64,7 @@ def main():
 
     import gimp3
 
-    gimp = gimp3.prepare()
+    gimp = gimp3.prepare(args.gimp)
     photo = gimp.work + "/bench-photo.png"
     if not gimp.host_path(photo).exists():
         make_photo(gimp.host_path(photo))

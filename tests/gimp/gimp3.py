@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
-"""A real GIMP 3 for the tests: finds or builds one, installs the plug-in into it, runs Python in it.
+"""Real GIMPs for the tests: finds or builds them, installs the plug-in into each, runs Python in them.
 
-    python3 tests/gimp/gimp3.py prepare      (what tests/run.py calls before pytest)
+    python3 tests/gimp/gimp3.py prepare [3.0] [3.2]    (what tests/run.py calls before pytest)
 
-Which GIMP: ``gimp-console-3.0`` when it is on PATH; otherwise a Debian 13 root with GIMP 3.0.4
-at $GIMP3_ROOT or ~/.cache/gimp-remove-background/gimp3-root, built with debootstrap the first
-time (needs root and the network; about a minute here, 1.6 GB) and reused after that.
+The tests run in every GIMP of VERSIONS: GIMP 3.0 and GIMP 3.2.  For each, ``gimp-console-3.N``
+when it is on PATH; otherwise a Debian root holding that GIMP (Debian 13 "trixie": GIMP 3.0.4;
+Debian "forky": GIMP 3.2.x) at $GIMP3_ROOT / $GIMP32_ROOT or ~/.cache/gimp-remove-background/
+gimp3-root / gimp3.2-root, built with debootstrap the first time (needs root and the network;
+2 to 5 minutes and about 1.2 GB each) and reused after that.  What debootstrap and apt print
+goes to a log beside the root (ROOT.log), named when a step fails.
 GIMP runs there through chroot, inside a PID and mount namespace of its own (unshare) that
 gives it a /proc; nothing stays mounted afterwards.
 
 The plug-in and the helper are installed by install.py itself (into a GIMP user folder and a
-venv of their own, never the user's), and the host's downloaded models are hard-linked in.
+venv of their own, never the user's), and the host's downloaded models are copied in.
 Standard library only: tests/run.py runs this before anything else is known to work.
 """
 
@@ -24,12 +27,33 @@ from pathlib import Path
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gimp-remove-background"
-ROOT = Path(os.environ.get("GIMP3_ROOT") or CACHE / "gimp3-root")
 IN_GIMP = Path(__file__).resolve().parent / "in_gimp"
 
-GIMP_CONSOLE = "gimp-console-3.0"
-GIMP_GUI = "gimp-3.0"
-DEBIAN_SUITE = "trixie"   # Debian 13: GIMP 3.0.4
+
+class Version:
+    """One GIMP the tests run in, and the Debian release whose root holds it."""
+
+    def __init__(self, number, suite, root_name, root_variable):
+        self.number = number                            # "3.2": GIMP's user folder is GIMP/3.2
+        self.suite = suite
+        self.root_name = root_name
+        self.root_variable = root_variable
+        self.console = "gimp-console-" + number
+        self.gui = "gimp-" + number
+
+    def root(self):
+        return Path(os.environ.get(self.root_variable) or CACHE / self.root_name)
+
+    def __repr__(self):
+        return "GIMP " + self.number
+
+
+VERSIONS = {
+    "3.0": Version("3.0", "trixie", "gimp3-root", "GIMP3_ROOT"),      # Debian 13: GIMP 3.0.4
+    "3.2": Version("3.2", "forky", "gimp3.2-root", "GIMP32_ROOT"),    # Debian 14 (testing): 3.2.x
+}
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+DEBOOTSTRAP_SCRIPTS = Path("/usr/share/debootstrap/scripts")
 PACKAGES = ["gimp", "python3-gi", "gir1.2-gimp-3.0", "python3-venv", "dbus", "ca-certificates",
             "xvfb", "xauth", "x11-apps", "imagemagick", "xdotool"]
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
@@ -47,7 +71,7 @@ except ImportError:   # Windows: no chroot there, and no second session to wait 
 
 # Held from prepare() until this process ends: one test session at a time uses a GIMP root
 # (prepare() replaces the checkout and the plug-in that a running session is using).
-_session_lock = None
+_session_locks = {}
 
 
 class Unavailable(Exception):
@@ -61,14 +85,15 @@ def log(text):
 class Gimp3:
     """A GIMP 3 with the plug-in installed: on this machine (root None) or in a chroot."""
 
-    def __init__(self, root=None):
+    def __init__(self, version, root=None):
+        self.version = version
         self.root = Path(root) if root else None
         if self.root:
             self.src = "/opt/remove-background-src"
             self.work = "/opt/remove-background-test"
         else:
             self.src = str(CHECKOUT)
-            self.work = str(CACHE / "gimp3-host-test")
+            self.work = str(CACHE / ("gimp%s-host-test" % version.number))
         self.gimp_dir = self.work + "/gimp"                 # GIMP3_DIRECTORY: a user folder of our own
         self.plugins_dir = self.gimp_dir + "/plug-ins"
         self.plugin_dir = self.plugins_dir + "/" + PLUGIN_NAME
@@ -77,7 +102,7 @@ class Gimp3:
         self.runs = self.work + "/runs"
 
     def __repr__(self):
-        return "Gimp3(%s)" % (self.root or "this machine")
+        return "%r (%s)" % (self.version, self.root or "this machine")
 
     def host_path(self, inner):
         """Where a path of GIMP's world is on this machine."""
@@ -170,9 +195,9 @@ class Gimp3:
                      "import support; support.main(%r)" % (in_gimp, run_dir + "/params.json"))
         started = time.monotonic()
         if gui:
-            gimp = ["sh", in_gimp + "/with_xvfb.sh", GIMP_GUI, "--no-splash"]
+            gimp = ["sh", in_gimp + "/with_xvfb.sh", self.version.gui, "--no-splash"]
         else:
-            gimp = [GIMP_CONSOLE, "-i"]
+            gimp = [self.version.console, "-i"]
         result = self.run(gimp + ["--batch-interpreter", "python-fu-eval", "-b", bootstrap,
                                   "--quit"], timeout=timeout, check=False)
         output = (result.stdout + result.stderr).decode("utf-8", "replace")
@@ -190,55 +215,86 @@ class Gimp3:
 
 # -- getting a GIMP ------------------------------------------------------------------------------
 
-def root_is_built(root):
-    return (root / "usr/bin" / GIMP_CONSOLE).exists() and (root / "usr/lib/python3").exists() \
+def root_is_built(version, root):
+    return (root / "usr/bin" / version.console).exists() and (root / "usr/lib/python3").exists() \
         and (root / "usr/bin/Xvfb").exists()
 
 
-def build_root(root):
-    """Debian 13 with GIMP 3 via debootstrap: the first time only."""
+def build_log(root):
+    return root.with_name(root.name + ".log")
+
+
+def run_step(number, total, what, command, log_path):
+    """One step of the build: a line here, everything it prints into the log."""
+    log("  [%d/%d] %s" % (number, total, what))
+    with open(log_path, "a") as handle:
+        handle.write("\n=== %s\n$ %s\n" % (what, " ".join(command)))
+        handle.flush()
+        done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        with open(log_path, errors="replace") as handle:
+            tail = handle.read().splitlines()[-15:]
+        raise Unavailable("building the GIMP root failed at \"%s\" (exit status %d). Its last lines:\n"
+                          "    %s\nThe whole log: %s" % (what, done.returncode, "\n    ".join(tail), log_path))
+
+
+def build_root(version, root):
+    """A Debian root with this GIMP, via debootstrap: the first time only."""
     if os.geteuid() != 0:
-        raise Unavailable("%s is not on PATH and building a GIMP 3 root at %s needs root "
-                          "(debootstrap and chroot)" % (GIMP_CONSOLE, root))
+        raise Unavailable("%s is not on PATH and building a GIMP root at %s needs root "
+                          "(debootstrap and chroot)" % (version.console, root))
     if not shutil.which("debootstrap"):
-        raise Unavailable("%s is not on PATH and debootstrap is missing to build a GIMP 3 root "
-                          "(apt-get install debootstrap)" % GIMP_CONSOLE)
+        raise Unavailable("%s is not on PATH and debootstrap is missing to build a GIMP root "
+                          "(apt-get install debootstrap)" % version.console)
     partial = root.with_name(root.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.parent.mkdir(parents=True, exist_ok=True)
+    log_path = build_log(root)
+    log_path.write_text("")
     started = time.monotonic()
-    log("building a Debian %s root with GIMP 3 at %s (first time only)" % (DEBIAN_SUITE, root))
-    subprocess.run(["debootstrap", "--variant=minbase", DEBIAN_SUITE, str(partial)], check=True)
+    log("building a Debian %s root with %r at %s (first time only; a few minutes, about 1.2 GB; "
+        "its log: %s)" % (version.suite, version, root, log_path))
+    debootstrap = ["debootstrap", "--variant=minbase", version.suite, str(partial), DEBIAN_MIRROR]
+    if not (DEBOOTSTRAP_SCRIPTS / version.suite).exists():
+        # An older debootstrap knows no newer release; testing's is built like sid.
+        debootstrap.append(str(DEBOOTSTRAP_SCRIPTS / "sid"))
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
+           "DEBIAN_FRONTEND": "noninteractive", "LANG": "C.UTF-8"}
+    # A testing release's Release file is valid for a week only: a mirror (or a snapshot of one)
+    # that is a little behind must not stop a throwaway test root.
+    apt = ["chroot", str(partial), "env", "-i"] + ["%s=%s" % item for item in env.items()] + \
+        ["apt-get", "-o", "Acquire::Check-Valid-Until=false"]
+    run_step(1, 4, "debootstrap: Debian %s's base system" % version.suite, debootstrap, log_path)
     for name in ("etc/hosts", "etc/resolv.conf"):
         if Path("/", name).exists():
             shutil.copy2(Path("/", name), partial / name)
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
-           "DEBIAN_FRONTEND": "noninteractive", "LANG": "C.UTF-8"}
-    chroot = ["chroot", str(partial), "env", "-i"] + ["%s=%s" % item for item in env.items()]
-    subprocess.run(chroot + ["apt-get", "update"], check=True)
-    subprocess.run(chroot + ["apt-get", "install", "-y", "--no-install-recommends"] + PACKAGES,
-                   check=True)
-    subprocess.run(chroot + ["apt-get", "clean"], check=True)
+    run_step(2, 4, "apt-get update", apt + ["update"], log_path)
+    run_step(3, 4, "apt-get install %s" % " ".join(PACKAGES),
+             apt + ["install", "-y", "--no-install-recommends"] + PACKAGES, log_path)
+    run_step(4, 4, "apt-get clean", apt + ["clean"], log_path)
     if Path(CA_BUNDLE).exists():
         # This machine may reach the internet through a proxy whose certificate only its own
         # bundle holds.
         shutil.copy2(CA_BUNDLE, partial / CA_BUNDLE.lstrip("/"))
+    if not root_is_built(version, partial):
+        raise Unavailable("the root built at %s holds no %s; see %s" % (partial, version.console, log_path))
     partial.rename(root)
     log("built in %.0f s" % (time.monotonic() - started))
 
 
-def find_gimp():
-    """The Gimp3 to use; raises Unavailable with the reason when there is none."""
-    if shutil.which(GIMP_CONSOLE):
-        return Gimp3(None)
-    if not root_is_built(ROOT):
-        if ROOT.exists():
-            raise Unavailable("%s exists but holds no complete GIMP 3 root; delete it to rebuild"
-                              % ROOT)
-        build_root(ROOT)
+def find_gimp(version):
+    """The Gimp3 of this version to use; raises Unavailable with the reason when there is none."""
+    if shutil.which(version.console):
+        return Gimp3(version, None)
+    root = version.root()
+    if not root_is_built(version, root):
+        if root.exists():
+            raise Unavailable("%s exists but holds no complete %r root; delete it to rebuild"
+                              % (root, version))
+        build_root(version, root)
     if os.geteuid() != 0:
-        raise Unavailable("the GIMP 3 root at %s needs root to chroot into" % ROOT)
-    return Gimp3(ROOT)
+        raise Unavailable("the %r root at %s needs root to chroot into" % (version, root))
+    return Gimp3(version, root)
 
 
 def copy_checkout(gimp):
@@ -248,39 +304,46 @@ def copy_checkout(gimp):
     shutil.copytree(CHECKOUT, target, ignore=SKIPPED, symlinks=True)
 
 
-def host_models_dir():
-    if os.environ.get("REMOVE_BACKGROUND_MODELS"):
-        return Path(os.environ["REMOVE_BACKGROUND_MODELS"])
+def host_models():
+    """(this machine's model folder, {model name: file name} of the models verified there)."""
+    sys.path.insert(0, str(CHECKOUT))
     try:
-        sys.path.insert(0, str(CHECKOUT))
         import model_fetch
-        return Path(model_fetch.cache_dir())
-    except Exception:  # model_fetch not importable here: its default place on Linux
-        return CACHE / "models"
+        store = model_fetch.Store(cache_dir=os.environ.get("REMOVE_BACKGROUND_MODELS") or None)
+        return Path(store.cache_dir), {model.name: model.file for model in store.models()
+                                       if store.is_installed(model.name)}
+    except Exception:  # model_fetch not importable or its registry unreadable here: no models
+        return None, {}
     finally:
         sys.path.remove(str(CHECKOUT))
 
 
-def link_models(gimp):
-    """The models downloaded on this machine, hard-linked (or copied) into GIMP's model folder."""
-    source = host_models_dir()
+def copy_models(gimp):
+    """The models verified on this machine, copied into GIMP's model folder and verified there.
+
+    Copied, not hard-linked: a new link changes the file's ctime, which model_fetch's stamps
+    record, so linking would spoil this machine's own stamps.  A file already there (same size
+    and mtime) is not copied again.  Their optimised graphs are not copied: GIMP's onnxruntime
+    may be another version; the helper saves its own at the first run.
+    """
+    source, files = host_models()
     target = gimp.host_path(gimp.models)
     target.mkdir(parents=True, exist_ok=True)
-    if not source.is_dir() or source.resolve() == target.resolve():
+    if source is None or source.resolve() == target.resolve():
         return
-    for path in source.rglob("*"):
-        if not path.is_file() or path.name.endswith((".part", ".partial", ".tmp")):
+    copied = []
+    for name, file in sorted(files.items()):
+        path, destination = source / file, target / file
+        info = path.stat()
+        if destination.exists() and (destination.stat().st_size, destination.stat().st_mtime_ns) == \
+                (info.st_size, info.st_mtime_ns):
             continue
-        destination = target / path.relative_to(source)
-        if destination.exists() and os.path.samefile(path, destination):
-            continue
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        if destination.exists():
-            destination.unlink()
-        try:
-            os.link(path, destination)
-        except OSError:
-            shutil.copy2(path, destination)
+        partial = destination.with_name(destination.name + ".tmp")
+        shutil.copy2(path, partial)
+        os.replace(partial, destination)
+        copied.append(name)
+    if copied:
+        gimp.run([gimp.venv + "/bin/python", "-m", "model_fetch", "verify"] + copied, timeout=900)
 
 
 def install(gimp):
@@ -297,10 +360,9 @@ def install(gimp):
 
 
 def lock_session(gimp):
-    global _session_lock
-    if _session_lock is not None or fcntl is None:
-        return
     path = gimp.host_path(gimp.work + ".lock")
+    if path in _session_locks or fcntl is None:
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = open(path, "w")
     try:
@@ -308,18 +370,19 @@ def lock_session(gimp):
     except BlockingIOError:
         log("another test session is using %r; waiting for it to finish" % gimp)
         fcntl.flock(handle, fcntl.LOCK_EX)
-    _session_lock = handle
+    _session_locks[path] = handle
 
 
-def prepare():
-    """A Gimp3 with this checkout's plug-in installed and the host's models linked in."""
+def prepare(number):
+    """The Gimp3 of VERSIONS[number], with this checkout's plug-in installed and the host's models
+    linked in."""
     started = time.monotonic()
-    gimp = find_gimp()
+    gimp = find_gimp(VERSIONS[number])
     lock_session(gimp)
     if gimp.root:
         copy_checkout(gimp)
-    link_models(gimp)
     install(gimp)
+    copy_models(gimp)
     runs = gimp.host_path(gimp.runs)
     shutil.rmtree(runs, ignore_errors=True)
     runs.mkdir(parents=True)
@@ -328,15 +391,18 @@ def prepare():
 
 
 def main(argv):
-    if argv[1:] != ["prepare"]:
+    numbers = argv[2:] or list(VERSIONS)
+    if argv[1:2] != ["prepare"] or any(number not in VERSIONS for number in numbers):
         print(__doc__.strip().splitlines()[2], file=sys.stderr)
         return 2
-    try:
-        prepare()
-    except Unavailable as reason:
-        log("no GIMP 3: %s" % reason)
-        return 1
-    return 0
+    missing = 0
+    for number in numbers:
+        try:
+            prepare(number)
+        except Unavailable as reason:
+            log("no %r: %s" % (VERSIONS[number], reason))
+            missing += 1
+    return 1 if missing else 0
 
 
 if __name__ == "__main__":

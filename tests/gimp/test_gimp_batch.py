@@ -7,11 +7,11 @@ nothing else in any of them changes.  One helper process does the whole batch.
 import numpy as np
 import pytest
 
-from gimp_fixtures import cli_masks, gimp, load_raw, model, run_gimp_script  # noqa: F401
+from gimp_runs import cli_masks, load_raw, run_gimp_script
 
 
 @pytest.fixture(scope="module")
-def run(gimp, model):  # noqa: F811
+def run(gimp, model):
     results, run_dir, _output = run_gimp_script(gimp, "batch_cases.py", model=model)
     cli = cli_masks(gimp, run_dir, {name: results[name] for name in ("cat", "cup")})
     return results, run_dir, cli

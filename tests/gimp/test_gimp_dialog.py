@@ -4,14 +4,14 @@
 import pytest
 from PIL import Image
 
-from conftest import need
-from gimp_fixtures import gimp, model, run_gimp_script  # noqa: F401
+from needs import need
+from gimp_runs import run_gimp_script
 
 GUI_TOOLS = ("Xvfb", "xdotool", "import")
 
 
 @pytest.fixture(scope="module")
-def run(gimp, model):  # noqa: F811
+def run(gimp, model):
     missing = [tool for tool in GUI_TOOLS if not gimp.has_tool(tool)]
     need(not missing, "to drive GIMP's window the tests need %s" % ", ".join(missing))
     # Forget the settings of earlier sessions, so that only this run's choice can be remembered.

@@ -3,14 +3,14 @@ and the image stays exactly as it was."""
 
 import pytest
 
-from conftest import need
-from gimp_fixtures import gimp, model, run_gimp_script  # noqa: F401
+from needs import need
+from gimp_runs import run_gimp_script
 
 KILL_CASES = ("helper_killed", "plug_in_killed")
 
 
 @pytest.fixture(scope="module")
-def results(gimp, model):  # noqa: F811
+def results(gimp, model):
     found, _run_dir, _output = run_gimp_script(gimp, "failure_cases.py", model=model,
                                                can_kill=gimp.has_proc())
     return found
@@ -30,7 +30,7 @@ def test_helper_missing(results, name):
     unchanged(case)
 
 
-def test_model_not_fetched_names_the_exact_command(results, gimp):  # noqa: F811
+def test_model_not_fetched_names_the_exact_command(results, gimp):
     case = results["model_missing"]
     assert case["status"] == "execution-error"
     assert "%s/bin/python -m model_fetch fetch isnet" % gimp.venv in case["message"]

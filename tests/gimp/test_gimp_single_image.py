@@ -7,7 +7,7 @@ the plug-in sent, with the real ISNet model.
 import numpy as np
 import pytest
 
-from gimp_fixtures import cli_masks, gimp, load_raw, model, run_gimp_script  # noqa: F401
+from gimp_runs import cli_masks, load_raw, run_gimp_script
 
 MASKED_CASES = ("rgb", "offset", "grey", "grey_alpha", "u16", "float", "replace", "selection",
                 "group")
@@ -15,7 +15,7 @@ SELECTION_CASES = ("as_selection", "selection_as_selection")
 
 
 @pytest.fixture(scope="module")
-def run(gimp, model):  # noqa: F811
+def run(gimp, model):
     results, run_dir, output = run_gimp_script(gimp, "single_cases.py", model=model)
     cases = {name: results[name] for name in MASKED_CASES + SELECTION_CASES
              if "in" in results.get(name, {})}

@@ -28,6 +28,7 @@ RESULTS = {}
 def main(params_file):
     with open(params_file) as handle:
         PARAMS.update(json.load(handle))
+    RESULTS["_gimp_version"] = Gimp.version()
     try:
         runpy.run_path(PARAMS["script"], run_name="__in_gimp__")
     except BaseException:

@@ -1,50 +1,14 @@
-"""What the in-GIMP tests share: a real GIMP 3 with this checkout's plug-in installed.
-
-Each test module runs its in_gimp/ script in one GIMP start (a module-scoped fixture) and
-asserts on what the script recorded; pixels are compared here, with numpy.
-Test modules import the fixtures they use from here.
+"""Running an in_gimp/ script and reading what it recorded: raw pixel dumps, and the masks
+`remove-background` makes of the same pixels, to compare with numpy.
 """
 
-import functools
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import need
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import gimp3  # noqa: E402
-
 MODEL = "isnet"
-
-
-@functools.lru_cache(maxsize=None)
-def prepared_gimp():
-    """Once per test session, however many modules ask."""
-    try:
-        return gimp3.prepare(), None
-    except gimp3.Unavailable as reason:
-        return None, str(reason)
-
-
-@pytest.fixture(scope="session")
-def gimp():
-    prepared, reason = prepared_gimp()
-    need(prepared is not None, "no GIMP 3 to test in: %s" % reason)
-    return prepared
-
-
-@pytest.fixture(scope="session")
-def model(gimp):
-    """The real model is in GIMP's model folder (linked from this machine's model cache)."""
-    found = any(gimp.host_path(gimp.models).rglob("%s.onnx" % MODEL))
-    need(found, "the %s model is not downloaded here (python -m model_fetch fetch %s)"
-         % (MODEL, MODEL))
-    return MODEL
 
 
 def load_raw(path, width, height, channels, dtype=np.uint8):
