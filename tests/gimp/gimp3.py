@@ -383,6 +383,12 @@ def prepare(number):
         copy_checkout(gimp)
     install(gimp)
     copy_models(gimp)
+    # GIMP keeps each plug-in's registration (its arguments, the model list and default among
+    # them) in pluginrc until the plug-in file changes: without it, GIMP registers the plug-in
+    # afresh, with the models installed now.
+    pluginrc = gimp.host_path(gimp.gimp_dir + "/pluginrc")
+    if pluginrc.exists():
+        pluginrc.unlink()
     runs = gimp.host_path(gimp.runs)
     shutil.rmtree(runs, ignore_errors=True)
     runs.mkdir(parents=True)

@@ -189,3 +189,8 @@ def test_text_layer_stays_text_and_gains_a_mask(run):
     assert results["text"]["still_text"]
     only_the_mask_changed(case, layer_index=0)
     assert mask(run, "text").shape == tuple(reversed(case["size"]))
+
+
+def test_it_ran_in_the_gimp_version_it_is_named_for(run, gimp):
+    results, _run_dir, _cli = run
+    assert results["_gimp_version"].split(".")[:2] == gimp.version.number.split(".")

@@ -65,7 +65,7 @@ def undo_once_in_the_window(image):
     # The window's title names the image by its ID: "[Untitled]-ID.VIEW (...) – GIMP".
     title = re.compile(r"-%d\.[0-9]+ \(" % image.get_id())
     window, names = None, []
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while window is None and time.monotonic() < deadline:
         names = [(found, xdotool("getwindowname", found).strip())
                  for found in xdotool("search", "--name", ".").split()]
@@ -78,7 +78,7 @@ def undo_once_in_the_window(image):
         xdotool("windowfocus", "--sync", window)
         time.sleep(1.0)
         xdotool("key", "--clearmodifiers", "ctrl+z")
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline and layer_state(layer) == filtered:
             time.sleep(0.2)
         time.sleep(1.0)   # anything more the one key press did has arrived by now

@@ -5,6 +5,9 @@
 Waits for the "Remove Background" dialog, screenshots it, picks Output: Selection with the
 keyboard (Alt+P focuses the Output list, Down picks its next entry), screenshots it again and
 presses OK (Alt+O).  Writes what it did to OUT_FOLDER/driver.json.
+
+No fixed pause decides anything: it waits for the dialog to stop changing on the screen
+before the first key, and for the Down key to show before OK, however slow the machine.
 """
 
 import json
@@ -21,6 +24,32 @@ def xdotool(*arguments):
                           stderr=subprocess.PIPE, timeout=30)
 
 
+def screen(window):
+    return subprocess.run(["import", "-window", window, "png:-"], stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, timeout=30).stdout
+
+
+def wait_until_still(window, seconds=60):
+    """Until two screenshots half a second apart are the same (the dialog is drawn)."""
+    last, deadline = screen(window), time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = screen(window)
+        if now == last:
+            return now
+        last = now
+    return last
+
+
+def wait_until_changed(window, before, seconds=30):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if screen(window) != before:
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def main(out):
     report = {"window": None}
     deadline = time.monotonic() + 120
@@ -33,15 +62,15 @@ def main(out):
     else:
         report["error"] = "the dialog did not appear"
     if report["window"]:
-        time.sleep(1.0)   # let it finish drawing
         xdotool("windowfocus", "--sync", window)
-        subprocess.run(["import", "-window", window, os.path.join(out, "dialog.png")], timeout=30)
+        before = wait_until_still(window)
+        with open(os.path.join(out, "dialog.png"), "wb") as handle:
+            handle.write(before)
         xdotool("key", "alt+p")
-        time.sleep(0.3)
         xdotool("key", "Down")
-        time.sleep(0.5)
-        subprocess.run(["import", "-window", window, os.path.join(out, "dialog-selection.png")],
-                       timeout=30)
+        report["choice_shown"] = wait_until_changed(window, before)
+        with open(os.path.join(out, "dialog-selection.png"), "wb") as handle:
+            handle.write(wait_until_still(window))
         xdotool("key", "alt+o")
     with open(os.path.join(out, "driver.json"), "w") as handle:
         json.dump(report, handle)

@@ -43,7 +43,8 @@ def source(relative):
 
 
 def load(path):
-    """Opens an image file.  (Unlike File > Open, the PDB's file-load leaves it untitled.)"""
+    """Opens an image file.  (Unlike File > Open, GIMP 3.0's file-load leaves it untitled;
+    GIMP 3.2's gives it its file.)"""
     return Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(path))
 
 
