@@ -152,6 +152,92 @@ def find_gimp_dirs(system, env, home):
     return found
 
 
+# What GIMP 3.0 and 3.2 make in a new user folder at their first start (when there is no
+# older one to copy): these folders, nothing else.  install.py makes the same for a GIMP that
+# is installed but was never started, since GIMP skips its first-start setup when its folder
+# exists.
+GIMP_FIRST_START_FOLDERS = (
+    "brushes", "dynamics", "fonts", "gradients", "palettes", "patterns", "tool-presets", "plug-ins",
+    "modules", "interpreters", "environ", "scripts", "templates", "themes", "icons", "tmp", "curves",
+    "levels", "filters", "fractalexplorer", "gfig", "gflare", "gimpressionist")
+GIMP_PROGRAM = re.compile(r"^gimp(?:-console)?-(3\.\d+)(?:\.exe)?$", re.I)
+
+
+def gimp_program_folders(system, env, home):
+    """(folder that may hold GIMP 3's programs, whether it is GIMP's Flatpak) for this platform."""
+    folders = [(Path(entry), False) for entry in env.get("PATH", "").split(os.pathsep) if entry]
+    if system == "Windows":
+        for base in (env.get("ProgramFiles"), env.get("ProgramW6432"),
+                     env.get("LOCALAPPDATA") and os.path.join(env["LOCALAPPDATA"], "Programs")):
+            if base:
+                folders += [(path / "bin", False) for path in sorted(Path(base).glob("GIMP*"))]
+    elif system != "Darwin":
+        for base in (home / ".local" / "share" / "flatpak", Path("/var/lib/flatpak")):
+            folders.append((base / "app" / FLATPAK_ID / "current" / "active" / "files" / "bin", True))
+    return folders
+
+
+def mac_gimp_versions(home):
+    """{"3.N": GIMP.app} for the GIMP 3 apps in /Applications and ~/Applications."""
+    import plistlib
+    found = {}
+    for folder in (Path("/Applications"), home / "Applications"):
+        for app in sorted(folder.glob("GIMP*.app")):
+            try:
+                with open(str(app / "Contents" / "Info.plist"), "rb") as handle:
+                    version = str(plistlib.load(handle).get("CFBundleShortVersionString", ""))
+            except (OSError, ValueError):
+                continue
+            match = re.match(r"^(3\.\d+)", version)
+            if match:
+                found.setdefault(match.group(1), app)
+    return found
+
+
+def find_gimp_programs(system, env, home):
+    """Every GIMP 3 installed, by its programs' names (nothing is run): a sorted list of
+    (version "3.N", a program of it, whether it is GIMP's Flatpak)."""
+    found = {}
+    if system == "Darwin":
+        found.update(((version, False), app) for version, app in mac_gimp_versions(home).items())
+    for folder, flatpak in gimp_program_folders(system, env, home):
+        try:
+            names = sorted(os.listdir(str(folder)))
+        except OSError:
+            continue
+        for name in names:
+            match = GIMP_PROGRAM.match(name)
+            if match and os.access(str(folder / name), os.X_OK):
+                found.setdefault((match.group(1), flatpak), folder / name)
+    return sorted(((version, program, flatpak) for (version, flatpak), program in found.items()),
+                  key=lambda item: (item[2], int(item[0].split(".")[1])))
+
+
+def version_of(folder):
+    return int(folder.name.split(".")[1])
+
+
+def plan_gimp_dirs(system, env, home, programs):
+    """For each GIMP 3 installed but never started (no user folder of its version yet), what
+    install.py does about it: a list of (version, folder, is_flatpak, older folder or None).
+
+    With an older 3.x folder beside it, its first start will copy that one, the plug-in with it:
+    nothing is made (making the folder would stop GIMP from bringing the user's settings over).
+    Without one, the folder is made as its first start would make it, the plug-in in it."""
+    plans = []
+    existing = find_gimp_dirs(system, env, home)
+    for root, flatpak in gimp_config_roots(system, env, home):
+        older = [folder for folder, in_flatpak in existing if in_flatpak == flatpak]
+        for version in sorted({version for version, _, in_flatpak in programs if in_flatpak == flatpak},
+                              key=lambda number: int(number.split(".")[1])):
+            folder = root / "GIMP" / version
+            if folder.is_dir():
+                continue
+            before = [path for path in older if version_of(path) < int(version.split(".")[1])]
+            plans.append((version, folder, flatpak, before[-1] if before else None))
+    return plans
+
+
 def is_flatpak_path(path):
     return (os.sep + os.path.join(".var", "app", FLATPAK_ID) + os.sep) in str(path)
 
@@ -180,14 +266,20 @@ class Places:
         self.python = venv_python(self.venv, self.system)
         self.manifest = self.data / MANIFEST
         self.sample_cutout = self.data / SAMPLE_CUTOUT
+        self.gimp_programs = find_gimp_programs(self.system, self.env, self.home)
+        self.gimp_dirs = find_gimp_dirs(self.system, self.env, self.home)
+        # GIMPs installed but never started: folders made for them, or left to their first start.
+        self.unstarted = plan_gimp_dirs(self.system, self.env, self.home, self.gimp_programs)
         if args.plugins_dir:
             plugins = Path(args.plugins_dir).expanduser().absolute()
-            self.gimp_dirs = []
+            self.new_gimp_dirs = []
             self.targets = [(plugins / PLUGIN_NAME, is_flatpak_path(plugins))]
         else:
-            self.gimp_dirs = find_gimp_dirs(self.system, self.env, self.home)
+            self.new_gimp_dirs = [(folder, flatpak) for _, folder, flatpak, older in self.unstarted
+                                  if older is None]
             self.targets = [(folder / "plug-ins" / PLUGIN_NAME, flatpak)
-                            for folder, flatpak in self.gimp_dirs]
+                            for folder, flatpak in sorted(self.gimp_dirs + self.new_gimp_dirs,
+                                                          key=lambda item: (item[1], version_of(item[0])))]
 
     def searched(self):
         """Where GIMP 3 folders were looked for (for messages)."""
@@ -538,6 +630,29 @@ def install_plugin(target, flatpak, places, version, manifest):
     return changed
 
 
+def gimp_name(version, flatpak):
+    return "GIMP %s%s" % (version, " (Flatpak)" if flatpak else "")
+
+
+def prepare_unstarted_gimps(places, out):
+    """Makes the user folder of each GIMP installed but never started, as its first start would
+    (GIMP's folders, not install.py's: --uninstall leaves them), or says which older folder its
+    first start will copy."""
+    for version, folder, flatpak, older in places.unstarted:
+        if older is not None:
+            out.say("%s is installed but has not been started yet: its first start copies %s, the "
+                    "plug-in with it." % (gimp_name(version, flatpak), older))
+            continue
+        try:
+            for name in GIMP_FIRST_START_FOLDERS:
+                (folder / name).mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise InstallError("cannot make GIMP %s's folder %s: %s\nFix: start GIMP %s once (it makes "
+                               "it), then run install.py again." % (version, folder, error, version))
+        out.say("%s is installed but has not been started yet: made its folder %s as its first start "
+                "would, for the plug-in to go there." % (gimp_name(version, flatpak), folder))
+
+
 def install_plugins(places, version, manifest, out):
     for target, flatpak in places.targets:
         try:
@@ -566,7 +681,7 @@ def choose_model(args):
 
 
 def fetch_model(name, places, args, out):
-    out.say("Fetching the model %s (python -m model_fetch fetch %s)" % (name, name))
+    out.say("Fetching the model %s (%s -m model_fetch fetch %s)" % (name, places.python, name))
     code, output = run_tee([places.python, "-m", "model_fetch", "fetch", name], echo=not args.quiet)
     if code == 0:
         return
@@ -579,7 +694,8 @@ def fetch_model(name, places, args, out):
         "copy it here and run\n"
         "    %s -m model_fetch import %s FILE\n"
         "then run install.py again (or use --model NAME for another model, --no-model to skip)."
-        % (name, "above" if not args.quiet else ":\n" + output.strip(), model.file, (model.size or 0) >> 20,
+        % (name, "above" if not args.quiet else ":\n" + output.strip(), model.file,
+           (model.size or model.approx_size or 0) // 1000000,
            name, name, places.python, name))
 
 
@@ -587,7 +703,9 @@ def prove(name, places, manifest, args, out):
     """Cuts out the sample photo with the installed helper; returns (cut-out path, seconds)."""
     script = venv_script(places.venv, PLUGIN_NAME, places.system)
     command = [script, SAMPLE_PHOTO, "-o", places.sample_cutout, "--model", name]
-    out.say("Cutting out the sample photo %s with %s" % (SAMPLE_PHOTO.name, name))
+    out.say("Cutting out the sample photo %s with %s: starting the helper, loading the model (the first time "
+            "it also saves an optimised copy of it), then the photo; usually 5 to 30 s..."
+            % (SAMPLE_PHOTO.name, name))
     make_dirs(places.data, manifest)
     manifest.add("files", places.sample_cutout)
     manifest.save()
@@ -617,6 +735,8 @@ def install(args, places, out):
     pip_install(places, args, out)
 
     out.step("The GIMP plug-in")
+    if not args.plugins_dir:
+        prepare_unstarted_gimps(places, out)
     if places.targets:
         install_plugins(places, version, manifest, out)
     else:
@@ -646,26 +766,43 @@ def install(args, places, out):
     return summarize(places, out, installed_model)
 
 
+def tool_lines(places):
+    """Where the helper and the command are, and how to run the command (it is not on PATH)."""
+    script = venv_script(places.venv, PLUGIN_NAME, places.system)
+    return ["  helper:  %s" % places.python,
+            "  command: %s" % script,
+            "           run it by that path:  %s photo.jpg   (the same: %s -m remove_background photo.jpg)"
+            % (script, places.python)]
+
+
 def summarize(places, out, model):
     out.always("")
     if not places.targets:
+        out.always("The helper is installed, but no GIMP 3 user folder was found, so the plug-in is NOT installed.")
+        for line in tool_lines(places):
+            out.always(line)
         out.always(
-            "The helper is installed, but no GIMP 3 user folder was found, so the plug-in is NOT installed.\n"
             "Looked in: %s\n"
-            "Fix: start GIMP 3 once (it creates its folder) and run install.py again, or name GIMP's plug-ins "
-            "folder (GIMP: Edit > Preferences > Folders > Plug-ins) with\n"
+            "Fix: if GIMP 3 is installed where install.py does not look, start it once (it creates its folder) and "
+            "run install.py again, or name GIMP's plug-ins folder (GIMP: Edit > Preferences > Folders > Plug-ins) "
+            "with\n"
             "    python3 install.py --plugins-dir DIR\n"
             "The plug-in must end up as DIR/%s/%s next to its %s."
             % (", ".join(places.searched()), PLUGIN_NAME, PLUGIN_ENTRY, HELPER_CONFIG))
         return EXIT_NO_GIMP
     out.always("Done. Remove Background for GIMP is installed:")
-    out.always("  helper:  %s" % places.python)
-    out.always("  command: %s" % venv_script(places.venv, PLUGIN_NAME, places.system))
+    for line in tool_lines(places):
+        out.always(line)
     for target, flatpak in places.targets:
         out.always("  plug-in: %s%s" % (target, " (GIMP's Flatpak)" if flatpak else ""))
+    for version, _folder, flatpak, older in places.unstarted:
+        if older is not None and any(target.parent.parent == older for target, _ in places.targets):
+            out.always("           (%s, not started yet, copies it from there at its first start)"
+                       % gimp_name(version, flatpak))
     if model:
         out.always("  model:   %s" % model)
-    out.always("To use it: restart GIMP, open a photo, then choose Filters > Remove Background...")
+    out.always("To use it: restart GIMP (start it, if it was not running), open a photo, then choose "
+               "Filters > Remove Background...")
     if any(flatpak for _, flatpak in places.targets):
         out.always("GIMP's Flatpak runs the helper on the host through flatpak-spawn; allow that once with:\n"
                    "    flatpak override --user --talk-name=org.freedesktop.Flatpak %s" % FLATPAK_ID)
@@ -724,22 +861,37 @@ def check(args, places, out):
     out.always("Python running install.py: %s %s on %s %s" % (
         sys.executable, platform.python_version(), platform.system(), platform.machine()))
 
+    out.always("GIMP 3 installed:")
+    if not places.gimp_programs:
+        out.always("  none found by its programs (gimp-3.N, gimp-console-3.N) on PATH%s" % (
+            "" if places.system == "Windows" else " or in GIMP's Flatpak"))
+    for version, program, flatpak in places.gimp_programs:
+        out.always("  %s: %s" % (gimp_name(version, flatpak), program))
+
     out.always("GIMP 3 folders:")
     targets = list(places.targets)
     if args.plugins_dir:
         out.always("  (only --plugins-dir %s)" % args.plugins_dir)
-    elif not places.gimp_dirs:
-        out.always("  none found (looked in %s)" % ", ".join(places.searched()))
-        problems.append("no GIMP 3 folder found: start GIMP 3 once, then run install.py (or use --plugins-dir)")
-    for folder, flatpak in places.gimp_dirs:
-        out.always("  %s%s" % (folder, " (Flatpak)" if flatpak else ""))
-    if not args.plugins_dir:
+    else:
+        for folder, flatpak in places.gimp_dirs:
+            out.always("  %s%s" % (folder, " (Flatpak)" if flatpak else ""))
+        for version, folder, flatpak, older in places.unstarted:
+            out.always("  %s: not started yet, so no %s; %s" % (
+                gimp_name(version, flatpak), folder, "its first start copies %s" % older if older
+                else "install.py makes it"))
         for path in Manifest(places.manifest).files:
             target = Path(path).parent
             if Path(path).name == HELPER_CONFIG and all(target != known for known, _ in targets):
                 targets.append((target, is_flatpak_path(target)))
+        if not places.gimp_dirs and not places.new_gimp_dirs:
+            out.always("  none found (looked in %s)" % ", ".join(places.searched()))
+            if not targets:
+                problems.append("no GIMP 3 folder found: install GIMP 3 (or start it once), then run install.py "
+                                "(or use --plugins-dir)")
 
     out.always("Plug-in:")
+    if not targets:
+        out.always("  not installed anywhere")
     hellos = {}
     for target, _ in targets:
         config = check_plugin(target, places, problems, out)
@@ -764,11 +916,12 @@ def check(args, places, out):
         out.always("  %s (up to date with this checkout)" % places.python)
     if python_works(places.python) and str(places.python) not in hellos:
         hellos[str(places.python)] = None
-        code, output = run_quietly([places.python, "-c", "import onnxruntime as o, remove_background as r; "
-                                    "print(r.__version__, o.__version__, ' '.join(o.get_available_providers()))"])
+        code, output = run_quietly([places.python, "-c", "import platform, onnxruntime as o, remove_background as r; "
+                                    "print(r.__version__, platform.python_version(), o.__version__, "
+                                    "' '.join(o.get_available_providers()))"])
         if code == 0:
-            helper, runtime, providers = output.split(None, 2)
-            hellos[str(places.python)] = {"helper": helper, "onnxruntime": runtime,
+            helper, python, runtime, providers = output.split(None, 3)
+            hellos[str(places.python)] = {"helper": helper, "python": python, "onnxruntime": runtime,
                                           "providers": providers.split()}
         else:
             problems.append("the helper's packages do not import: %s" % output.strip())
@@ -777,6 +930,10 @@ def check(args, places, out):
             out.always("  %s: helper %s, Python %s, onnxruntime %s, providers %s" % (
                 python, hello.get("helper"), hello.get("python", "?"), hello.get("onnxruntime"),
                 ", ".join(hello.get("providers", []))))
+    if any("AzureExecutionProvider" in (hello or {}).get("providers", []) for hello in hellos.values()):
+        out.always("  (AzureExecutionProvider comes with every onnxruntime: it would send a model's input to an "
+                   "Azure endpoint only if given one and its key, which the helper never does; it runs on the "
+                   "GPU or CPU providers only, and nothing is uploaded.)")
 
     out.always("Models:")
     model_fetch = load_model_fetch()
@@ -883,12 +1040,53 @@ def purge_models(out):
     out.always("Removed the models from %s" % folder)
 
 
+def test_cache_dir(env, home):
+    """Where the test command (tests/run.py, tests/gimp/gimp3.py) keeps its GIMP roots and venvs."""
+    base = env.get("XDG_CACHE_HOME")
+    return Path(base if base and os.path.isabs(base) else home / ".cache") / APP_DIR_NAME
+
+
+def test_caches(places):
+    """What the test command left in its cache folder: all of it but the models."""
+    folder = test_cache_dir(places.env, places.home)
+    try:
+        return folder, sorted(path for path in folder.iterdir() if path.name != "models")
+    except OSError:
+        return folder, []
+
+
+def purge_test_caches(places, out):
+    folder, entries = test_caches(places)
+    for path in entries:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(str(path))
+        else:
+            path.unlink()
+    if entries:
+        out.always("Removed the test command's caches from %s (%s)" % (folder, ", ".join(p.name for p in entries)))
+
+
+def mention_caches(args, places, out):
+    """What --uninstall leaves that others made: the test command's caches, onnxruntime's files."""
+    folder, entries = test_caches(places)
+    if entries and not args.purge_test_caches:
+        out.always("The test command's caches were kept in %s: %s (a GIMP root takes about 1.2 GB; add "
+                   "--purge-test-caches to remove them)." % (folder, ", ".join(p.name for p in entries)))
+    onnxruntime_files = places.home / ".cache" / "Microsoft" / "DeveloperTools"
+    if onnxruntime_files.exists():
+        out.always("onnxruntime keeps a device id and a small database in %s (other Microsoft tools use that "
+                   "folder too); delete it by hand if nothing else needs it." % onnxruntime_files)
+
+
 def uninstall(args, places, out):
     manifest = Manifest(places.manifest)
+    if args.purge_test_caches:
+        purge_test_caches(places, out)
     if args.purge_models:
         purge_models(out)
     if not manifest.exists():
         out.always("Nothing to uninstall: install.py has not installed anything here (no %s)." % places.manifest)
+        mention_caches(args, places, out)
         return EXIT_OK
     removed = 0
     for path in [Path(entry) for entry in manifest.files]:
@@ -916,6 +1114,7 @@ def uninstall(args, places, out):
             out.always("Removed the plug-in from %s" % Path(path).parent)
     if not args.purge_models:
         out.always("The models were kept (add --purge-models to remove them too).")
+    mention_caches(args, places, out)
     out.always("Uninstalled.")
     return EXIT_OK
 
@@ -933,6 +1132,8 @@ def parse_args(argv):
     action.add_argument("--check", action="store_true", help="report what is installed and whether it works")
     action.add_argument("--uninstall", action="store_true", help="remove everything install.py installed")
     parser.add_argument("--purge-models", action="store_true", help="with --uninstall: remove the models too")
+    parser.add_argument("--purge-test-caches", action="store_true",
+                        help="with --uninstall: remove the test command's GIMP roots and venvs too")
     parser.add_argument("--venv", metavar="DIR", help="the helper's venv (default: in the per-user data folder)")
     parser.add_argument("--plugins-dir", metavar="DIR",
                         help="install the plug-in into this GIMP plug-ins folder only (default: every GIMP 3 "
@@ -945,8 +1146,9 @@ def parse_args(argv):
                         help="install the packages from this folder of wheels only (offline; see pip download)")
     parser.add_argument("--quiet", "-q", action="store_true", help="print only the outcome and errors")
     args = parser.parse_args(argv)
-    if args.purge_models and not args.uninstall:
-        parser.error("--purge-models goes with --uninstall")
+    for flag, given in (("--purge-models", args.purge_models), ("--purge-test-caches", args.purge_test_caches)):
+        if given and not args.uninstall:
+            parser.error("%s goes with --uninstall" % flag)
     return args
 
 

@@ -121,14 +121,16 @@ def _list(store, args, progress):
     for model in store.models():
         installed = store.is_installed(model.name)
         size = model.size or (store.path_for(model.name).stat().st_size if installed else None)
+        shown = _mb(size) if size else ("~" + _mb(model.approx_size)) if model.approx_size else "?"
         licence = model.license + ("" if model.commercial_use else " (non-commercial; --accept-license)")
         origins = ", ".join(_origin(source) for source in model.sources if store.can_use(source)) or "-"
-        rows.append(("*" if model.name == default else "", model.name, _mb(size) if size else "?",
+        rows.append(("*" if model.name == default else "", model.name, shown,
                      licence, origins, "yes" if installed else "-"))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[5])
-    print("\n* default model; FROM: the sources this computer can try; models live in %s" % store.cache_dir)
+    print("\n* default model; ~ a size as its publisher gives it, not checked here; FROM: the sources this "
+          "computer can try; models live in %s" % store.cache_dir)
     return 0
 
 

@@ -33,6 +33,8 @@ class Model:
     md5: Optional[str]
     sources: tuple
     preprocess: dict = field(hash=False, compare=False)
+    # The publisher's figure where the exact size is not pinned: shown, never checked.
+    approx_size: Optional[int] = None
 
     @property
     def pin(self):
@@ -93,6 +95,9 @@ def _model(name, entry, path):
     size = entry.get("size")
     if size is not None and (not isinstance(size, int) or size <= 0):
         raise RegistryError("%s: model %r: size must be a positive integer or null" % (path, name))
+    approx_size = entry.get("approx_size")
+    if approx_size is not None and (not isinstance(approx_size, int) or approx_size <= 0):
+        raise RegistryError("%s: model %r: approx_size must be a positive integer or null" % (path, name))
     pins = {}
     for algorithm in ("sha256", "md5"):
         value = entry.get(algorithm)
@@ -131,6 +136,7 @@ def _model(name, entry, path):
         md5=pins.get("md5"),
         sources=tuple(dict(s) for s in sources),
         preprocess=dict(preprocess),
+        approx_size=approx_size,
     )
 
 

@@ -216,8 +216,142 @@ def test_no_gimp_folder_still_installs_the_helper_and_says_where_the_plugin_goes
     assert str(home.home / ".var" / "app" / "org.gimp.GIMP" / "config" / "GIMP" / "3.x") in out
     assert "python3 install.py --plugins-dir DIR" in out
     assert "DIR/remove-background/remove-background.py" in out
+    # Where the command is, and how to run it, even without a GIMP.
+    assert "  command: %s" % (second.venv / "bin" / "remove-background") in out
+    assert "%s -m remove_background photo.jpg" % second.python in out
     assert "Skipped the proof: --no-model was given and no model is installed" in out
     assert not list(home.home.rglob("plug-ins"))
+
+
+FIRST_START_FOLDERS = {"brushes", "dynamics", "fonts", "gradients", "palettes", "patterns", "tool-presets",
+                       "plug-ins", "modules", "interpreters", "environ", "scripts", "templates", "themes", "icons",
+                       "tmp", "curves", "levels", "filters", "fractalexplorer", "gfig", "gflare", "gimpressionist"}
+
+
+def with_gimp_programs(home, versions, flatpak=False):
+    """GIMP 3.N installed but never started: its program, and no user folder."""
+    if flatpak:
+        folder = home.home / ".local/share/flatpak/app/org.gimp.GIMP/current/active/files/bin"
+    else:
+        folder = home.root / "bin"
+        home.env["PATH"] = str(folder) + os.pathsep + home.env["PATH"]
+    folder.mkdir(parents=True, exist_ok=True)
+    for version in versions:
+        program = folder / ("gimp-%s" % version)
+        program.write_text("#!/bin/sh\nexit 0\n")
+        program.chmod(0o755)
+    return folder
+
+
+@pytest.mark.parametrize("versions", [("3.0",), ("3.2",), ("3.0", "3.2")], ids=["3.0", "3.2", "both"])
+def test_a_gimp_never_started_gets_its_folder_made_and_the_plugin(second, tmp_path, versions):
+    home = Home(tmp_path, checkout=second.checkout, models=second.models)
+    programs = with_gimp_programs(home, versions)
+    run = home.run("--venv", second.venv, "--no-model")
+    assert run.code == 0, run
+    for version in versions:
+        folder = home.home / ".config" / "GIMP" / version
+        assert "GIMP %s is installed but has not been started yet: made its folder %s" % (version, folder) \
+            in run.stdout
+        # What GIMP's own first start makes (GIMP skips it when its folder exists), and the plug-in.
+        assert {path.name for path in folder.iterdir()} == FIRST_START_FOLDERS
+        plugin = home.plugin_dir(version)
+        assert (plugin / "remove-background.py").read_bytes() == \
+            (second.checkout / PLUGIN_FILES["remove-background.py"]).read_bytes()
+        assert "plug-in: %s" % plugin in run.stdout
+    assert not (home.home / ".config" / "GIMP" / ({"3.0", "3.2"} - set(versions) or {"3.4"}).pop()).exists()
+    check = home.run("--venv", second.venv, "--check")
+    assert check.code == 0, check
+    for version in versions:
+        assert "GIMP %s: %s" % (version, programs / ("gimp-" + version)) in check.stdout
+        assert "%s: installed; helper %s" % (home.plugin_dir(version), second.python) in check.stdout
+    # --uninstall takes the plug-in away and leaves GIMP's folders, as GIMP would have made them.
+    run = home.run("--venv", second.venv, "--uninstall")
+    assert run.code == 0, run
+    for version in versions:
+        assert {path.name for path in (home.home / ".config" / "GIMP" / version).iterdir()} == FIRST_START_FOLDERS
+        assert not home.plugin_dir(version).exists()
+
+
+def test_a_gimp_never_started_beside_an_older_folder_is_left_to_copy_it(second, tmp_path):
+    """GIMP 3.2's first start copies GIMP 3.0's folder (the plug-in with it): making 3.2's folder
+    would stop it from bringing the user's settings over."""
+    home = Home(tmp_path, gimp_versions=("3.0",), checkout=second.checkout, models=second.models)
+    with_gimp_programs(home, ("3.0", "3.2"))
+    run = home.run("--venv", second.venv, "--no-model")
+    assert run.code == 0, run
+    older = home.home / ".config" / "GIMP" / "3.0"
+    assert "GIMP 3.2 is installed but has not been started yet: its first start copies %s, the plug-in with " \
+        "it." % older in run.stdout
+    assert (home.plugin_dir("3.0") / "helper.json").is_file()
+    assert not (home.home / ".config" / "GIMP" / "3.2").exists()
+    check = home.run("--venv", second.venv, "--check")
+    assert check.code == 0, check
+    assert "GIMP 3.2: not started yet, so no %s; its first start copies %s" % (
+        home.home / ".config" / "GIMP" / "3.2", older) in check.stdout
+
+
+def test_a_flatpak_gimp_never_started_gets_its_folder_and_host_spawn(second, tmp_path):
+    home = Home(tmp_path, checkout=second.checkout, models=second.models)
+    with_gimp_programs(home, ("3.2",), flatpak=True)
+    run = home.run("--venv", second.venv, "--no-model")
+    assert run.code == 0, run
+    plugin = home.plugin_dir("3.2", flatpak=True)
+    assert json.loads((plugin / "helper.json").read_text())["host_spawn"] is True
+    assert "GIMP 3.2 (Flatpak) is installed but has not been started yet: made its folder" in run.stdout
+    assert "flatpak override --user --talk-name=org.freedesktop.Flatpak org.gimp.GIMP" in run.stdout
+    assert not (home.home / ".config" / "GIMP").exists()
+
+
+def test_check_after_a_plugins_dir_install_sees_no_problem_in_no_gimp_folder(second, tmp_path):
+    home = Home(tmp_path, checkout=second.checkout, models=second.models)
+    plugins = tmp_path / "plug-ins"
+    run = home.run("--venv", second.venv, "--plugins-dir", plugins, "--no-model", "--quiet")
+    assert run.code == 0, run
+    check = home.run("--venv", second.venv, "--check")
+    assert check.code == 0, check
+    assert "%s: installed; helper %s" % (plugins / "remove-background", second.python) in check.stdout
+    assert "no GIMP 3 folder found:" not in check.stdout
+    assert "Python ?" not in check.stdout
+    assert "Python %d.%d." % sys.version_info[:2] in check.stdout
+
+
+def test_check_with_nothing_installed_says_so_under_each_heading(tmp_path):
+    home = Home(tmp_path)
+    home.env["PATH"] = os.path.dirname(sys.executable)   # no GIMP of this machine's
+    check = home.run("--check")
+    assert check.code == 1, check
+    lines = check.stdout.splitlines()
+    for heading, first in (("GIMP 3 installed:", "  none found by its programs"),
+                           ("Plug-in:", "  not installed anywhere"), ("Helper:", "  no working venv at")):
+        assert lines[lines.index(heading) + 1].startswith(first), check.stdout
+    assert "no GIMP 3 folder found: install GIMP 3 (or start it once)" in check.stdout
+
+
+def test_uninstall_names_the_test_caches_and_removes_them_when_asked(tmp_path):
+    home = Home(tmp_path)
+    caches = tmp_path / "cache" / "gimp-remove-background"
+    home.env["XDG_CACHE_HOME"] = str(caches.parent)
+    for folder in ("gimp3-root/usr/bin", "gimp3.2-root/usr/bin", "test-venv/bin", "models"):
+        (caches / folder).mkdir(parents=True)
+    (caches / "gimp3.2-root.log").write_text("apt output")
+    (caches / "models" / "isnet.onnx").write_bytes(b"a model")
+    onnxruntime_files = home.home / ".cache" / "Microsoft" / "DeveloperTools"
+    onnxruntime_files.mkdir(parents=True)
+    run = home.run("--uninstall")
+    assert run.code == 0, run
+    assert "The test command's caches were kept in %s: gimp3-root, gimp3.2-root, gimp3.2-root.log, test-venv" \
+        % caches in run.stdout
+    assert "--purge-test-caches" in run.stdout
+    assert str(onnxruntime_files) in run.stdout
+    assert sorted(path.name for path in caches.iterdir()) == \
+        ["gimp3-root", "gimp3.2-root", "gimp3.2-root.log", "models", "test-venv"]
+    run = home.run("--uninstall", "--purge-test-caches")
+    assert run.code == 0, run
+    assert "Removed the test command's caches from %s" % caches in run.stdout
+    assert [path.name for path in caches.iterdir()] == ["models"]
+    assert (caches / "models" / "isnet.onnx").read_bytes() == b"a model"
+    assert onnxruntime_files.is_dir()   # not ours to delete
 
 
 def test_model_without_network_names_the_offline_route(second, tmp_path):

@@ -121,3 +121,18 @@ def test_full_disk_is_a_clear_error_and_the_next_run_resumes(server, tmp_path):
     assert again.returncode == 0, again.stderr
     assert server.gets("/m.onnx")[-1] == "bytes=%d-" % kept
     assert (tmp_path / "cache" / "m.onnx").read_bytes() == data
+
+
+def test_list_gives_every_shipped_model_a_size(tmp_path):
+    """The registry's pinned size, or its publisher's figure marked ~ where none is pinned."""
+    import model_fetch
+
+    result = subprocess.run([sys.executable, "-m", "model_fetch", "--cache-dir", str(tmp_path), "list"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    for model in model_fetch.models():
+        line = next(line for line in result.stdout.splitlines() if (" %s " % model.name) in line)
+        size = line.split(model.name, 1)[1].split()[0]
+        assert size != "?", line
+        assert size.startswith("~") == (model.size is None), line
+    assert "~ a size as its publisher gives it" in result.stdout

@@ -90,7 +90,7 @@ class Engine:
             if gpus:
                 log("%s is not usable here; running %s on the CPU (%d threads)"
                     % (", ".join(gpus), self.name, self.threads))
-            else:
+            elif self.opened == self.path:      # once: later starts open the saved graph
                 log("no GPU provider in this onnxruntime; running %s on the CPU (%d threads)"
                     % (self.name, self.threads))
         self._check_model()
