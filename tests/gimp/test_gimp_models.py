@@ -7,27 +7,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import FIXTURES, need
-from gimp_fixtures import gimp, load_raw, run_gimp_script  # noqa: F401
+from needs import FIXTURES, need
+from gimp_runs import load_raw, run_gimp_script
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 REGISTRY = json.loads((ROOT / "model_fetch" / "registry.json").read_text())
 
 
-def installed_in(gimp, name):  # noqa: F811
+def installed_in(gimp, name):
     found = list(gimp.host_path(gimp.models).rglob("%s.onnx" % name))
     return found[0] if found else None
 
 
 @pytest.fixture(scope="module")
-def run(gimp):  # noqa: F811
+def run(gimp):
     need(installed_in(gimp, "u2netp"), "the u2netp model is not downloaded here (python -m model_fetch fetch u2netp)")
     results, run_dir, _output = run_gimp_script(gimp, "model_choice_cases.py")
     assert "_crashed" not in results, results["_crashed"]
     return results, run_dir
 
 
-def test_the_choice_offers_every_model_the_installed_ones_first(run, gimp):  # noqa: F811
+def test_the_choice_offers_every_model_the_installed_ones_first(run, gimp):
     # GIMP keeps the choice from the plug-in's registration: a model fetched after it must be there too.
     results, _run_dir = run
     installed = [name for name in REGISTRY["models"] if installed_in(gimp, name)]
@@ -36,7 +36,7 @@ def test_the_choice_offers_every_model_the_installed_ones_first(run, gimp):  # n
     assert results["choice"]["default"] == "isnet"
 
 
-def test_u2netp_runs_in_gimp_and_gives_the_engines_mask(run, gimp):  # noqa: F811
+def test_u2netp_runs_in_gimp_and_gives_the_engines_mask(run, gimp):
     from remove_background.command import cli
     from remove_background.helper import engine
 
