@@ -1070,7 +1070,7 @@ def mention_caches(args, places, out):
     """What --uninstall leaves that others made: the test command's caches, onnxruntime's files."""
     folder, entries = test_caches(places)
     if entries and not args.purge_test_caches:
-        out.always("The test command's caches were kept in %s: %s (a GIMP root takes about 1.2 GB; add "
+        out.always("The test command's caches were kept in %s: %s (a GIMP root takes about 1.6 GB; add "
                    "--purge-test-caches to remove them)." % (folder, ", ".join(p.name for p in entries)))
     onnxruntime_files = places.home / ".cache" / "Microsoft" / "DeveloperTools"
     if onnxruntime_files.exists():

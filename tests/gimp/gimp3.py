@@ -7,8 +7,9 @@ The tests run in every GIMP of VERSIONS: GIMP 3.0 and GIMP 3.2.  For each, ``gim
 when it is on PATH; otherwise a Debian root holding that GIMP (Debian 13 "trixie": GIMP 3.0.4;
 Debian "forky": GIMP 3.2.x) at $GIMP3_ROOT / $GIMP32_ROOT or ~/.cache/gimp-remove-background/
 gimp3-root / gimp3.2-root, built with debootstrap the first time (needs root and the network;
-2 to 5 minutes and about 1.2 GB each) and reused after that.  What debootstrap and apt print
-goes to a log beside the root (ROOT.log), named when a step fails.
+2 to 5 minutes and about 1.1 GB each, 1.6 GB with the tests' venv and models) and reused after
+that.  What debootstrap and apt print goes to a log beside the root (ROOT.log), named when a
+step fails.
 GIMP runs there through chroot, inside a PID and mount namespace of its own (unshare) that
 gives it a /proc; nothing stays mounted afterwards.
 
@@ -253,7 +254,7 @@ def build_root(version, root):
     log_path = build_log(root)
     log_path.write_text("")
     started = time.monotonic()
-    log("building a Debian %s root with %r at %s (first time only; a few minutes, about 1.2 GB; "
+    log("building a Debian %s root with %r at %s (first time only; a few minutes, about 1.1 GB; "
         "its log: %s)" % (version.suite, version, root, log_path))
     debootstrap = ["debootstrap", "--variant=minbase", version.suite, str(partial), DEBIAN_MIRROR]
     if not (DEBOOTSTRAP_SCRIPTS / version.suite).exists():
