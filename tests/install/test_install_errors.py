@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import need
+from needs import need
 from install_support import INSTALL, ROOT, Home, load_install_module, run_install
 
 UNREACHABLE = "http://127.0.0.1:9/"

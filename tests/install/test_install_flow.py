@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import FIXTURES, need
+from needs import FIXTURES, need
 from install_support import MODEL, Home, load_install_module, run_install, seeded_models, snapshot_checkout  # noqa: F401
 
 GIMP_VERSIONS = ("3.0", "3.2")

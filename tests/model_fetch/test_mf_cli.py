@@ -5,7 +5,7 @@ import subprocess
 import sys
 import time
 
-from conftest import need
+from needs import need
 from model_fetch.cli import ConsoleProgress
 from mf_support import entry, payload, write_registry
 from mf_support import server  # noqa: F401  (fixture)

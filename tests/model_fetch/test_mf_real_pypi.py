@@ -4,7 +4,7 @@ import dataclasses
 import hashlib
 
 import model_fetch
-from conftest import need
+from needs import need
 from model_fetch import Registry, pypi
 
 

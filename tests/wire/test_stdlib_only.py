@@ -6,7 +6,7 @@ import importlib.util
 import subprocess
 import sys
 
-from conftest import ROOT
+from needs import ROOT
 
 
 
