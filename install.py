@@ -35,6 +35,7 @@ if __name__ == "__main__":
 
 # The rest needs Python >= 3.9.
 import argparse  # noqa: E402
+import collections  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
@@ -217,24 +218,44 @@ def version_of(folder):
     return int(folder.name.split(".")[1])
 
 
-def plan_gimp_dirs(system, env, home, programs):
-    """For each GIMP 3 installed but never started (no user folder of its version yet), what
-    install.py does about it: a list of (version, folder, is_flatpak, older folder or None).
+# A GIMP 3 installed but never started (no user folder of its version yet), and what install.py
+# does about it (plan_gimp_dirs).
+Unstarted = collections.namedtuple("Unstarted", "version folder flatpak action older")
+MAKE, COPIES_OLDER, START_FIRST = "make", "copies an older 3.x folder", "start first"
 
-    With an older 3.x folder beside it, its first start will copy that one, the plug-in with it:
-    nothing is made (making the folder would stop GIMP from bringing the user's settings over).
-    Without one, the folder is made as its first start would make it, the plug-in in it."""
+
+def gimp2_folders(root):
+    try:
+        return sorted(path for path in (root / "GIMP").iterdir() if re.match(r"^2\.\d+$", path.name))
+    except OSError:
+        return []
+
+
+def plan_gimp_dirs(system, env, home, programs):
+    """What to do for each GIMP 3 installed but never started: a list of Unstarted.
+
+    GIMP's first start copies the newest older user folder it finds (3.0's for 3.2, else 2.10's)
+    and skips that when its own folder exists already.  So: beside an older 3.x folder, nothing
+    is made: its first start copies that folder, the plug-in with it (COPIES_OLDER).  Beside only
+    a GIMP 2 folder, nothing is made either: the user must start it once first, for their
+    settings to come over (START_FIRST).  With neither, the folder is made as its first start
+    would make it, and the plug-in goes there (MAKE)."""
     plans = []
     existing = find_gimp_dirs(system, env, home)
     for root, flatpak in gimp_config_roots(system, env, home):
-        older = [folder for folder, in_flatpak in existing if in_flatpak == flatpak]
         for version in sorted({version for version, _, in_flatpak in programs if in_flatpak == flatpak},
                               key=lambda number: int(number.split(".")[1])):
             folder = root / "GIMP" / version
             if folder.is_dir():
                 continue
-            before = [path for path in older if version_of(path) < int(version.split(".")[1])]
-            plans.append((version, folder, flatpak, before[-1] if before else None))
+            older = [path for path, in_flatpak in existing
+                     if in_flatpak == flatpak and version_of(path) < int(version.split(".")[1])]
+            if older:
+                plans.append(Unstarted(version, folder, flatpak, COPIES_OLDER, older[-1]))
+            elif gimp2_folders(root):
+                plans.append(Unstarted(version, folder, flatpak, START_FIRST, gimp2_folders(root)[-1]))
+            else:
+                plans.append(Unstarted(version, folder, flatpak, MAKE, None))
     return plans
 
 
@@ -275,8 +296,7 @@ class Places:
             self.new_gimp_dirs = []
             self.targets = [(plugins / PLUGIN_NAME, is_flatpak_path(plugins))]
         else:
-            self.new_gimp_dirs = [(folder, flatpak) for _, folder, flatpak, older in self.unstarted
-                                  if older is None]
+            self.new_gimp_dirs = [(gimp.folder, gimp.flatpak) for gimp in self.unstarted if gimp.action == MAKE]
             self.targets = [(folder / "plug-ins" / PLUGIN_NAME, flatpak)
                             for folder, flatpak in sorted(self.gimp_dirs + self.new_gimp_dirs,
                                                           key=lambda item: (item[1], version_of(item[0])))]
@@ -638,19 +658,24 @@ def prepare_unstarted_gimps(places, out):
     """Makes the user folder of each GIMP installed but never started, as its first start would
     (GIMP's folders, not install.py's: --uninstall leaves them), or says which older folder its
     first start will copy."""
-    for version, folder, flatpak, older in places.unstarted:
-        if older is not None:
-            out.say("%s is installed but has not been started yet: its first start copies %s, the "
-                    "plug-in with it." % (gimp_name(version, flatpak), older))
-            continue
-        try:
-            for name in GIMP_FIRST_START_FOLDERS:
-                (folder / name).mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise InstallError("cannot make GIMP %s's folder %s: %s\nFix: start GIMP %s once (it makes "
-                               "it), then run install.py again." % (version, folder, error, version))
-        out.say("%s is installed but has not been started yet: made its folder %s as its first start "
-                "would, for the plug-in to go there." % (gimp_name(version, flatpak), folder))
+    for gimp in places.unstarted:
+        name = gimp_name(gimp.version, gimp.flatpak)
+        if gimp.action == COPIES_OLDER:
+            out.say("%s is installed but has not been started yet: its first start copies %s, the plug-in "
+                    "with it." % (name, gimp.older))
+        elif gimp.action == START_FIRST:
+            out.always("%s is installed but has not been started yet; its first start brings your settings over "
+                       "from %s, which it would not do if install.py made its folder. Start %s once, then run "
+                       "install.py again to put the plug-in into it." % (name, gimp.older, name))
+        else:
+            try:
+                for folder in GIMP_FIRST_START_FOLDERS:
+                    (gimp.folder / folder).mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise InstallError("cannot make %s's folder %s: %s\nFix: start %s once (it makes it), then run "
+                                   "install.py again." % (name, gimp.folder, error, name))
+            out.say("%s is installed but has not been started yet: made its folder %s as its first start "
+                    "would, for the plug-in to go there." % (name, gimp.folder))
 
 
 def install_plugins(places, version, manifest, out):
@@ -795,10 +820,10 @@ def summarize(places, out, model):
         out.always(line)
     for target, flatpak in places.targets:
         out.always("  plug-in: %s%s" % (target, " (GIMP's Flatpak)" if flatpak else ""))
-    for version, _folder, flatpak, older in places.unstarted:
-        if older is not None and any(target.parent.parent == older for target, _ in places.targets):
+    for gimp in places.unstarted:
+        if gimp.action == COPIES_OLDER and any(target.parent.parent == gimp.older for target, _ in places.targets):
             out.always("           (%s, not started yet, copies it from there at its first start)"
-                       % gimp_name(version, flatpak))
+                       % gimp_name(gimp.version, gimp.flatpak))
     if model:
         out.always("  model:   %s" % model)
     out.always("To use it: restart GIMP (start it, if it was not running), open a photo, then choose "
@@ -875,10 +900,14 @@ def check(args, places, out):
     else:
         for folder, flatpak in places.gimp_dirs:
             out.always("  %s%s" % (folder, " (Flatpak)" if flatpak else ""))
-        for version, folder, flatpak, older in places.unstarted:
-            out.always("  %s: not started yet, so no %s; %s" % (
-                gimp_name(version, flatpak), folder, "its first start copies %s" % older if older
-                else "install.py makes it"))
+        for gimp in places.unstarted:
+            what = {MAKE: "install.py makes it", COPIES_OLDER: "its first start copies %s" % gimp.older,
+                    START_FIRST: "start it once (it brings %s over), then run install.py" % gimp.older}
+            out.always("  %s: not started yet, so no %s; %s" % (gimp_name(gimp.version, gimp.flatpak), gimp.folder,
+                                                               what[gimp.action]))
+            if gimp.action == START_FIRST:
+                problems.append("%s has not been started yet: start it once, then run install.py"
+                                % gimp_name(gimp.version, gimp.flatpak))
         for path in Manifest(places.manifest).files:
             target = Path(path).parent
             if Path(path).name == HELPER_CONFIG and all(target != known for known, _ in targets):

@@ -291,6 +291,21 @@ def test_a_gimp_never_started_beside_an_older_folder_is_left_to_copy_it(second, 
         home.home / ".config" / "GIMP" / "3.2", older) in check.stdout
 
 
+def test_a_gimp_3_never_started_beside_a_gimp_2_folder_is_left_to_bring_the_settings_over(second, tmp_path):
+    """GIMP 3's first start copies GIMP 2.10's settings, unless its own folder exists."""
+    home = Home(tmp_path, gimp_versions=("2.10",), checkout=second.checkout, models=second.models)
+    with_gimp_programs(home, ("3.2",))
+    run = home.run("--venv", second.venv, "--no-model")
+    assert run.code == 3, run
+    assert "GIMP 3.2 is installed but has not been started yet; its first start brings your settings over " \
+        "from %s" % (home.home / ".config" / "GIMP" / "2.10") in run.stdout
+    assert "Start GIMP 3.2 once, then run install.py again" in run.stdout
+    assert not (home.home / ".config" / "GIMP" / "3.2").exists()
+    check = home.run("--venv", second.venv, "--check")
+    assert check.code == 1, check
+    assert "GIMP 3.2 has not been started yet: start it once, then run install.py" in check.stdout
+
+
 def test_a_flatpak_gimp_never_started_gets_its_folder_and_host_spawn(second, tmp_path):
     home = Home(tmp_path, checkout=second.checkout, models=second.models)
     with_gimp_programs(home, ("3.2",), flatpak=True)
