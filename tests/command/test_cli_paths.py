@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import need
+from needs import need
 from onnx_models import model_dir, red_mask_onnx  # noqa: F401 (fixtures)
 from remove_background.command import cli
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import model_fetch
-from conftest import need
+from needs import need
 from model_fetch import cache
 from model_fetch.registry import Registry
 from mf_support import chunked_package, entry, make_store, npm_source, payload, publish, write_registry
