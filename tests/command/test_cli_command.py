@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from onnx_models import model_dir, red_mask_onnx  # noqa: F401 (fixtures)
 from remove_background.command import cli
 
 RED_BANDS = (0, 100, 200, 255)
@@ -17,7 +16,7 @@ BAND = 64
 
 
 @pytest.fixture
-def run(red_mask_onnx, capsys):  # noqa: F811
+def run(red_mask_onnx, capsys):
     """Runs the command in this process; returns (exit status, stderr)."""
     def run_command(*args):
         status = cli.main([str(arg) for arg in args]
@@ -176,7 +175,7 @@ def test_missing_model_names_the_fetch_command(tmp_path):
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="pseudo-terminals are POSIX")
-def test_one_progress_line_per_file_on_a_terminal(tmp_path, red_mask_onnx):  # noqa: F811
+def test_one_progress_line_per_file_on_a_terminal(tmp_path, red_mask_onnx):
     import pty
 
     for name in ("a", "c"):
@@ -312,7 +311,7 @@ def test_grey_photo_onto_a_translucent_colour(tmp_path, run):
         assert np.abs(values[16, x] - expected).max() <= 1, (level, values[16, x], expected)
 
 
-def test_no_refine_gives_the_bilinear_mask_and_refine_moves_edges(tmp_path, run, red_mask_onnx):  # noqa: F811
+def test_no_refine_gives_the_bilinear_mask_and_refine_moves_edges(tmp_path, run, red_mask_onnx):
     from remove_background.helper import engine, postprocess, preprocess
 
     pixels = banded()

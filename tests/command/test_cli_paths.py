@@ -14,14 +14,13 @@ import pytest
 from PIL import Image
 
 from needs import need
-from onnx_models import model_dir, red_mask_onnx  # noqa: F401 (fixtures)
 from remove_background.command import cli
 
 POSIX = pytest.mark.skipif(sys.platform == "win32", reason="links, FIFOs and permissions as POSIX has them")
 
 
 @pytest.fixture
-def run(red_mask_onnx, capsys):  # noqa: F811
+def run(red_mask_onnx, capsys):
     def run_command(*args):
         status = cli.main([str(arg) for arg in args]
                           + ["--model", "isnet", "--model-file", str(red_mask_onnx), "--threads", "1"])
@@ -30,7 +29,7 @@ def run(red_mask_onnx, capsys):  # noqa: F811
 
 
 @pytest.fixture
-def run_process(red_mask_onnx):  # noqa: F811
+def run_process(red_mask_onnx):
     """Runs the command as its own process (in a time limit); without the power to read what
     permissions forbid, even as root (setpriv drops it)."""
     def run_command(*args, timeout=120):

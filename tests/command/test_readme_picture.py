@@ -6,10 +6,10 @@ import sys
 import numpy as np
 from PIL import Image
 
-from onnx_models import FIXTURES, isnet_path  # noqa: F401 (fixture)
+from needs import FIXTURES
 
 
-def test_readme_cutout_is_reproduced(tmp_path, isnet_path):  # noqa: F811
+def test_readme_cutout_is_reproduced(tmp_path, isnet_path):
     out = tmp_path / "coffee.nobg.png"
     subprocess.run([sys.executable, "-m", "remove_background", str(FIXTURES / "coffee.png"),
                     "--model", "isnet", "-o", str(out)], check=True)

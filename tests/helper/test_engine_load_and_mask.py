@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from onnx_models import model_dir, random_image, spec, split_model  # noqa: F401 (fixture)
+from onnx_models import random_image, spec, split_model
 from remove_background.helper import engine, postprocess
 
 
@@ -17,7 +17,7 @@ def test_corrupt_file_names_model_and_file(tmp_path):
     assert "Traceback" not in message and "\n" not in message
 
 
-def test_truncated_model_is_refused(model_dir, tmp_path):  # noqa: F811
+def test_truncated_model_is_refused(model_dir, tmp_path):
     whole = split_model(model_dir / "split_trunc.onnx", 16, 12).read_bytes()
     path = tmp_path / "half.onnx"
     path.write_bytes(whole[: len(whole) // 2])
@@ -25,13 +25,13 @@ def test_truncated_model_is_refused(model_dir, tmp_path):  # noqa: F811
         engine.Engine(path, spec(input_size=[16, 12]), name="tiny")
 
 
-def test_wrong_input_shape_is_refused(model_dir):  # noqa: F811
+def test_wrong_input_shape_is_refused(model_dir):
     model = split_model(model_dir / "split_16x12.onnx", 16, 12)
     with pytest.raises(engine.ModelLoadError, match=r"input has shape \[1, 3, 12, 16\]"):
         engine.Engine(model, spec(), name="tiny")            # ISNet's 1024 x 1024
 
 
-def test_missing_output_and_bad_description_are_refused(model_dir):  # noqa: F811
+def test_missing_output_and_bad_description_are_refused(model_dir):
     model = split_model(model_dir / "split_16x12.onnx", 16, 12)
     with pytest.raises(engine.ModelLoadError, match="no output 4"):
         engine.Engine(model, spec(input_size=[16, 12], output_index=4))
@@ -39,7 +39,7 @@ def test_missing_output_and_bad_description_are_refused(model_dir):  # noqa: F81
         engine.Engine(model, spec(input_size=[16, 12], resize="magic"))
 
 
-def test_threads_and_provider(model_dir, capfd):  # noqa: F811
+def test_threads_and_provider(model_dir, capfd):
     model = split_model(model_dir / "split_16x12.onnx", 16, 12)
     everything = engine.Engine(model, spec(input_size=[16, 12]))
     assert everything.threads == engine.cpu_count()
@@ -59,14 +59,14 @@ def test_provider_preference():
 
 
 @pytest.mark.filterwarnings("ignore:Specified provider")
-def test_unavailable_provider_falls_back_to_cpu(model_dir, capfd):  # noqa: F811
+def test_unavailable_provider_falls_back_to_cpu(model_dir, capfd):
     model = split_model(model_dir / "split_16x12.onnx", 16, 12)
     runner = engine.Engine(model, spec(input_size=[16, 12]), providers="NoSuchExecutionProvider")
     assert runner.provider == engine.CPU_PROVIDER
     assert "CPU" in capfd.readouterr().err
 
 
-def test_bad_pixels_are_refused(model_dir):  # noqa: F811
+def test_bad_pixels_are_refused(model_dir):
     runner = engine.Engine(split_model(model_dir / "split_16x12.onnx", 16, 12), spec(input_size=[16, 12]))
     with pytest.raises(ValueError):
         runner.mask(np.zeros((4, 4, 5), np.uint8))
@@ -112,7 +112,7 @@ def test_shrinking_and_sixteen_bit_values():
     assert np.all(postprocess.upsample(np.full((1, 1), 1.0, np.float32), 7, 3) == 255)
 
 
-def test_one_pixel_image(model_dir):  # noqa: F811
+def test_one_pixel_image(model_dir):
     runner = engine.Engine(split_model(model_dir / "split_16x12.onnx", 16, 12),
                            spec(input_size=[16, 12], divide_by=255, mean=[0, 0, 0], std=[1, 1, 1]))
     for resize in ("bilinear-point", "lanczos"):

@@ -8,7 +8,8 @@ import onnxruntime
 import pytest
 
 from model_fetch.cache import hash_file, stamp_path, write_stamp
-from onnx_models import FIXTURES, isnet_path, model_dir, spec, split_model  # noqa: F401 (fixtures)
+from needs import FIXTURES
+from onnx_models import spec, split_model
 from remove_background.command import cli
 from remove_background.helper import engine, optimized
 
@@ -17,7 +18,7 @@ SIZE = [16, 12]
 
 
 @pytest.fixture
-def tiny(model_dir):  # noqa: F811
+def tiny(model_dir):
     return split_model(model_dir / "split_16x12.onnx", *SIZE)
 
 
@@ -132,7 +133,7 @@ def test_a_gpu_request_does_not_use_the_saved_graph(tiny, tmp_path):
     assert not folder.exists()
 
 
-def test_the_real_model_gives_the_same_mask_from_its_saved_graph(isnet_path, tmp_path):  # noqa: F811
+def test_the_real_model_gives_the_same_mask_from_its_saved_graph(isnet_path, tmp_path):
     import model_fetch
 
     isnet = model_fetch.get("isnet")

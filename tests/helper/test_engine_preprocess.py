@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from onnx_models import model_dir, random_image, spec, split_model  # noqa: F401 (fixture)
+from onnx_models import random_image, spec, split_model
 from remove_background.helper import engine, postprocess, preprocess
 
 MEAN = [0.485, 0.456, 0.406]
@@ -108,7 +108,7 @@ def test_bilinear_point_matches_at_model_size():
 @pytest.mark.parametrize("resize", ["bilinear-point", "bilinear", "lanczos", "bicubic"])
 @pytest.mark.parametrize("divide_by", [1, 255, "max"])
 @pytest.mark.parametrize("order", ["RGB", "BGR"])
-def test_model_input_matches_reference(model_dir, resize, divide_by, order):  # noqa: F811
+def test_model_input_matches_reference(model_dir, resize, divide_by, order):
     model = split_model(model_dir / "split_16x12.onnx", 16, 12)
     mean, std = ([128, 128, 128], [256, 256, 256]) if divide_by == 1 else (MEAN, STD)
     description = spec(input_size=[16, 12], resize=resize, divide_by=divide_by,
@@ -125,7 +125,7 @@ def test_model_input_matches_reference(model_dir, resize, divide_by, order):  # 
 
 @pytest.mark.parametrize("resize", ["bilinear-point", "lanczos"])
 @pytest.mark.parametrize("channels", [1, 2, 4])
-def test_grey_and_alpha_inputs(model_dir, resize, channels):  # noqa: F811
+def test_grey_and_alpha_inputs(model_dir, resize, channels):
     model = split_model(model_dir / "split_16x12.onnx", 16, 12)
     description = spec(input_size=[16, 12], resize=resize)
     image = random_image(channels, 40, 30, channels)
@@ -138,7 +138,7 @@ def test_grey_and_alpha_inputs(model_dir, resize, channels):  # noqa: F811
         assert np.array_equal(seen[0], seen[1]) and np.array_equal(seen[1], seen[2])
 
 
-def test_mask_end_to_end_at_model_size(model_dir):  # noqa: F811
+def test_mask_end_to_end_at_model_size(model_dir):
     # input size = image size, value = p / 255: each output channel k is the image's
     # channel k again, so the 8-bit mask must equal it exactly.
     model = split_model(model_dir / "split_16x12.onnx", 16, 12)
@@ -152,7 +152,7 @@ def test_mask_end_to_end_at_model_size(model_dir):  # noqa: F811
             assert np.array_equal(mask, image[:, :, index]), (index, resize)
 
 
-def test_output_selection_reads_the_asked_output(model_dir):  # noqa: F811
+def test_output_selection_reads_the_asked_output(model_dir):
     model = split_model(model_dir / "split_const.onnx", 16, 12, constant=0.25)
     image = random_image(4, 12, 16, 3)
     constant = engine.Engine(model, spec(input_size=[16, 12], output_index=3), threads=1)
@@ -163,7 +163,7 @@ def test_output_selection_reads_the_asked_output(model_dir):  # noqa: F811
     assert not np.all(first.mask(image) == 64)
 
 
-def test_sigmoid_min_max_and_clipping(model_dir):  # noqa: F811
+def test_sigmoid_min_max_and_clipping(model_dir):
     model = split_model(model_dir / "split_16x12.onnx", 16, 12)
     image = random_image(5, 12, 16, 3)
     base = dict(input_size=[16, 12], divide_by=1, mean=[128, 128, 128], std=[32, 32, 32])
@@ -183,7 +183,7 @@ def test_sigmoid_min_max_and_clipping(model_dir):  # noqa: F811
                                (sig - sig.min()) / (sig.max() - sig.min()), atol=1e-6)
 
 
-def test_sixteen_bit_mask(model_dir):  # noqa: F811
+def test_sixteen_bit_mask(model_dir):
     model = split_model(model_dir / "split_16x12.onnx", 16, 12)
     image = random_image(6, 12, 16, 3)
     description = spec(input_size=[16, 12], divide_by=255, mean=[0, 0, 0], std=[1, 1, 1])

@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 
-from onnx_models import FIXTURES, isnet_path  # noqa: F401 (fixture)
+from needs import FIXTURES
 from remove_background.command import cli
 from remove_background.helper import engine
 
 
 @pytest.fixture(scope="module")
-def chelsea_mask(isnet_path):  # noqa: F811
+def chelsea_mask(isnet_path):
     runner = engine.load("isnet")                       # through model_fetch, as users get it
     assert str(runner.path) == str(isnet_path)
     pixels = cli.pixels_of(cli.load_image(FIXTURES / "chelsea.png"))
@@ -25,7 +25,7 @@ def test_cat_kept_background_removed(chelsea_mask):
         assert corner.max() < 0.1, name
 
 
-def test_serve_gives_the_same_mask(chelsea_mask, isnet_path):  # noqa: F811
+def test_serve_gives_the_same_mask(chelsea_mask, isnet_path):
     import sys
 
     from remove_background.wire.client import HelperClient
@@ -40,7 +40,7 @@ def test_serve_gives_the_same_mask(chelsea_mask, isnet_path):  # noqa: F811
     assert np.abs(served - mask).max() < 1e-3
 
 
-def test_a_model_damaged_and_touched_back_is_never_loaded(isnet_path, tmp_path):  # noqa: F811
+def test_a_model_damaged_and_touched_back_is_never_loaded(isnet_path, tmp_path):
     """The issue's reproduction: bytes overwritten mid-file, mtime restored with `touch -r`, a saved
     graph beside it.  The command refuses the model (naming the fix) instead of writing empty cut-outs."""
     import os

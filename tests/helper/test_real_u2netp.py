@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 import model_fetch
-from onnx_models import FIXTURES, u2netp_path  # noqa: F401 (fixture)
+from needs import FIXTURES
 from remove_background.command import cli
 from remove_background.helper import engine
 
@@ -20,7 +20,7 @@ def as_float(mask):
 
 
 @pytest.fixture(scope="module")
-def runner(u2netp_path):  # noqa: F811
+def runner(u2netp_path):
     loaded = engine.load("u2netp")                      # through model_fetch, as users get it
     assert str(loaded.path) == str(u2netp_path)
     assert loaded.preprocess["input_size"] == [320, 320] and loaded.preprocess["divide_by"] == "max"
@@ -60,7 +60,7 @@ def test_astronaut_kept_sky_removed(runner):
 @pytest.mark.parametrize("wrong", [{"mean": [128] * 3, "std": [256] * 3, "divide_by": 1},
                                    {"channel_order": "BGR"}],
                          ids=["ISNet's normalisation", "BGR"])
-def test_the_cat_needs_the_registry_preprocessing(runner, u2netp_path, wrong):  # noqa: F811
+def test_the_cat_needs_the_registry_preprocessing(runner, u2netp_path, wrong):
     # The same weights fed otherwise lose the cat's face: the assertion above can tell.
     spec = dict(model_fetch.get("u2netp").preprocess, **wrong)
     mask = as_float(engine.Engine(u2netp_path, spec, name="u2netp").mask(pixels("chelsea.png"), depth=2))

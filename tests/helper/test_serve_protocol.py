@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from onnx_models import model_dir, random_image, spec, split_model  # noqa: F401 (fixture)
+from onnx_models import random_image, spec, split_model
 from remove_background.helper import engine
 from remove_background.wire import protocol
 from remove_background.wire.client import HELPER_DIED, HelperClient, HelperError
@@ -20,7 +20,7 @@ TINY = spec(input_size=[16, 12], divide_by=255, mean=[0, 0, 0], std=[1, 1, 1])
 
 
 @pytest.fixture(scope="module")
-def tiny_model(model_dir):  # noqa: F811
+def tiny_model(model_dir):
     return split_model(model_dir / "split_serve.onnx", 16, 12)
 
 

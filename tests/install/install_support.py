@@ -13,8 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 INSTALL = ROOT / "install.py"
 MODEL = "isnet"
@@ -141,10 +139,3 @@ def seed_models(folder):
     finally:
         sys.path.remove(str(ROOT))
     return True
-
-
-@pytest.fixture(scope="module")
-def seeded_models(tmp_path_factory):
-    """A model folder holding the real model, or None when this machine has none."""
-    folder = tmp_path_factory.mktemp("models")
-    return folder if seed_models(folder) else None

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from needs import need
 from install_support import INSTALL, ROOT, Home, load_install_module, run_install
+from needs import need
 
 UNREACHABLE = "http://127.0.0.1:9/"
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from install_support import MODEL, Home, load_install_module, run_install, snapshot_checkout
 from needs import FIXTURES, need
-from install_support import MODEL, Home, load_install_module, run_install, seeded_models, snapshot_checkout  # noqa: F401
 
 GIMP_VERSIONS = ("3.0", "3.2")
 # Where each file of the installed plug-in folder comes from in the checkout.

@@ -9,7 +9,7 @@ import types
 import numpy as np
 
 from install_support import load_install_module
-from onnx_models import ISNET_PREPROCESS, model_dir, red_mask_onnx, replay_model  # noqa: F401 (fixtures)
+from onnx_models import ISNET_PREPROCESS, replay_model
 from model_fetch import Registry, Store
 
 
@@ -36,7 +36,7 @@ def installed_as_isnet(tmp_path, model_file):
                                  installed_path=store.installed_path)
 
 
-def test_a_model_giving_a_constant_mask_is_suspect(tmp_path, model_dir):  # noqa: F811
+def test_a_model_giving_a_constant_mask_is_suspect(tmp_path, model_dir):
     install = load_install_module()
     constant = replay_model(model_dir / "constant.onnx", np.full((1, 1, 1024, 1024), 0.7, np.float32))
     problems, out = [], Output()
@@ -46,7 +46,7 @@ def test_a_model_giving_a_constant_mask_is_suspect(tmp_path, model_dir):  # noqa
     assert problems and "constant mask" in problems[0] and "model_fetch fetch isnet" in problems[0]
 
 
-def test_a_model_that_sees_the_photo_passes(tmp_path, red_mask_onnx):  # noqa: F811
+def test_a_model_that_sees_the_photo_passes(tmp_path, red_mask_onnx):
     install = load_install_module()
     problems, out = [], Output()
     assert install.check_models(installed_as_isnet(tmp_path, red_mask_onnx), problems, out, sys.executable) == 1

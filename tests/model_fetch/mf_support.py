@@ -1,7 +1,6 @@
 """Support for the model_fetch tests: a real HTTP server on 127.0.0.1 with controllable faults, a fake
 npm registry and a fake Python package index on it, wheels built here, generated registries and caches
-pointing at it, and the fixtures (test files import the fixtures they use from here; a conftest.py in
-this folder would shadow tests/conftest.py's `need`)."""
+pointing at it (the fixtures are in conftest.py)."""
 
 import base64
 import hashlib
@@ -15,8 +14,6 @@ import time
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-
-import pytest
 
 from model_fetch import Registry, Settings, Store
 
@@ -267,30 +264,3 @@ def closed_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture
-def server():
-    srv = FileServer()
-    yield srv
-    srv.close()
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Any attempt to resolve a name or open a connection fails the test."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("the network was touched: %r" % (args,))
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-
-
-@pytest.fixture
-def clean_env(monkeypatch):
-    """No inherited cache override, npm registry or pip index setting."""
-    for key in ("REMOVE_BACKGROUND_MODELS", "NPM_CONFIG_REGISTRY", "npm_config_registry", "PIP_INDEX_URL",
-                "PIP_NO_INDEX", "PIP_CONFIG_FILE"):
-        monkeypatch.delenv(key, raising=False)
-    return monkeypatch

