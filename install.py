@@ -929,7 +929,7 @@ def check(args, places, out):
             continue
         try:
             hellos[python] = helper_hello(target, config)
-        except Exception as error:  # the client's HelperError, or anything the helper did wrong
+        except Exception as error:  # noqa: BLE001 - the client's HelperError, or anything the helper did wrong
             hellos[python] = None
             problems.append("the helper %s does not answer: %s" % (python, error))
 

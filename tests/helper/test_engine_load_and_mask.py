@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from onnx_models import random_image, spec, split_model
+from onnx_models import spec, split_model
 from remove_background.helper import engine, postprocess
 
 

@@ -121,7 +121,7 @@ def installed_model_file():
     try:
         import model_fetch
         return model_fetch.installed_path(MODEL)
-    except Exception:  # not installed, or model_fetch not importable
+    except Exception:  # noqa: BLE001 - not installed, or model_fetch not importable
         return None
     finally:
         sys.path.remove(str(ROOT))

@@ -9,7 +9,6 @@ it installs between two runs.
 
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -127,7 +126,7 @@ def test_first_run_proves_it_with_a_real_cutout(first):
 
 
 def test_first_run_names_the_command_line_tool(first):
-    line = [l for l in first.first.stdout.splitlines() if l.strip().startswith("command:")]
+    line = [text for text in first.first.stdout.splitlines() if text.strip().startswith("command:")]
     assert len(line) == 1
     command = line[0].split("command:", 1)[1].strip()
     done = subprocess.run([command, "--help"], stdout=subprocess.PIPE, universal_newlines=True)

