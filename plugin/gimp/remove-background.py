@@ -38,7 +38,7 @@ from gi.repository import GObject
 from gi.repository import GLib
 
 from remove_background.wire import protocol
-from remove_background.wire.client import HelperClient, HelperError, HELPER_DIED, NOT_INSTALLED
+from remove_background.wire.client import HelperClient, HelperError, HelperSession
 
 PROC_ONE = "plug-in-remove-background"
 PROC_ALL = "plug-in-remove-background-all-images"
@@ -58,7 +58,6 @@ EIGHT_BIT = (Gimp.Precision.U8_LINEAR, Gimp.Precision.U8_NON_LINEAR, Gimp.Precis
 # How much of one layer's progress each part takes.
 SHARE_SEND = 0.05
 SHARE_HELPER = 0.9
-# The helper's stages (protocol.STAGES), as the progress bar names them.
 # What the progress bar says during each of the helper's stages (protocol.STAGES, in order).
 STAGE_LABELS = {"received": "sending", "preprocess": "preparing",
                 "inference": "finding the subject", "postprocess": "making the mask"}
@@ -95,54 +94,6 @@ def helper_models():
     names = [name for name, _title in models]
     default = reply.get("default")
     return models, default if default in names else names[0]
-
-
-def describe(error):
-    """The message for a HelperError: what went wrong and what to do about it.
-
-    A missing model's message already names the exact fetch command, with the helper's
-    own interpreter.
-    """
-    text = error.message
-    if error.stderr_tail:
-        text += "\n\nThe helper's last messages:\n" + error.stderr_tail
-    return text
-
-
-class Helper:
-    """One helper process with one model loaded, started on first use, shared by a whole run."""
-
-    def __init__(self, model, threads):
-        self.model = model
-        self.threads = threads
-        self.client = None
-
-    def mask(self, width, height, channels, pixels, mask_depth, on_progress):
-        if self.client is None:
-            client = HelperClient.from_config(PLUG_IN_DIR)
-            on_progress("loading", 0.0)
-            client.start()
-            try:
-                client.load(self.model, self.threads)
-            except HelperError:
-                client.close()
-                raise
-            self.client = client
-        try:
-            return self.client.process(width, height, channels, pixels,
-                                       mask_depth=mask_depth, on_progress=on_progress)
-        except HelperError as error:
-            if error.kind == HELPER_DIED:
-                self.client = None  # the next image starts a new one
-            raise
-
-    def close(self):
-        if self.client is not None:
-            self.client.close()
-            self.client = None
-
-    def error_text(self, error):
-        return describe(error)
 
 
 # -- reading the image ----------------------------------------------------------------------
@@ -356,18 +307,24 @@ def masks_for(jobs, image, helper, progress, where):
         progress.layer_done()
 
 
-def show_dialog(procedure, config, title):
-    GimpUi.init(procedure.get_name())
-    dialog = GimpUi.ProcedureDialog.new(procedure, config, title)
-    dialog.fill(None)
-    accepted = dialog.run()
-    dialog.destroy()
-    return accepted
-
-
-def settings(config):
+def settings(procedure, config, run_mode, title):
+    """The run's (model, output, threads), after the dialog when the run is interactive;
+    None when the dialog was cancelled."""
+    if run_mode == Gimp.RunMode.INTERACTIVE:
+        GimpUi.init(procedure.get_name())
+        dialog = GimpUi.ProcedureDialog.new(procedure, config, title)
+        dialog.fill(None)
+        accepted = dialog.run()
+        dialog.destroy()
+        if not accepted:
+            return None
+    Gimp.progress_init(_("Removing background"))
     return (config.get_property("model"), config.get_property("output"),
             config.get_property("threads"))
+
+
+def cancelled_values(procedure):
+    return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
 
 
 def error_values(procedure, text):
@@ -375,23 +332,18 @@ def error_values(procedure, text):
 
 
 def run_one(procedure, run_mode, image, drawables, config, data):
-    if run_mode == Gimp.RunMode.INTERACTIVE:
-        if not show_dialog(procedure, config, _("Remove Background")):
-            return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
-    model, output, threads = settings(config)
+    chosen = settings(procedure, config, run_mode, _("Remove Background"))
+    if chosen is None:
+        return cancelled_values(procedure)
+    model, output, threads = chosen
 
-    Gimp.progress_init(_("Removing background"))
-    helper = Helper(model, threads)
     try:
-        jobs = plan(image, drawables)
-        progress = Progress(len(jobs))
-        masks_for(jobs, image, helper, progress, "")
-    except Failure as failure:
-        return error_values(procedure, str(failure))
-    except HelperError as error:
-        return error_values(procedure, helper.error_text(error))
-    finally:
-        helper.close()
+        with HelperSession(PLUG_IN_DIR, model, threads) as helper:
+            jobs = plan(image, drawables)
+            progress = Progress(len(jobs))
+            masks_for(jobs, image, helper, progress, "")
+    except (Failure, HelperError) as error:
+        return error_values(procedure, str(error))
 
     try:
         apply(image, jobs, output)
@@ -404,12 +356,11 @@ def run_one(procedure, run_mode, image, drawables, config, data):
 
 def run_all(procedure, config, data):
     run_mode = config.get_property("run-mode")
-    if run_mode == Gimp.RunMode.INTERACTIVE:
-        if not show_dialog(procedure, config, _("Remove Background in All Open Images")):
-            return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
-    model, output, threads = settings(config)
+    chosen = settings(procedure, config, run_mode, _("Remove Background in All Open Images"))
+    if chosen is None:
+        return cancelled_values(procedure)
+    model, output, threads = chosen
 
-    Gimp.progress_init(_("Removing background"))
     images = sorted(Gimp.get_images(), key=lambda image: image.get_id())
     work, failed = [], []
     for image in images:
@@ -419,19 +370,16 @@ def run_all(procedure, config, data):
             failed.append((image, str(failure)))
 
     progress = Progress(sum(len(jobs) for _image, jobs in work))
-    helper = Helper(model, threads)
     done = []
-    try:
+    with HelperSession(PLUG_IN_DIR, model, threads) as helper:
         for number, (image, jobs) in enumerate(work, 1):
             where = _(" (image %d of %d)") % (number, len(work))
             try:
                 masks_for(jobs, image, helper, progress, where)
             except HelperError as error:
-                failed.append((image, helper.error_text(error)))
+                failed.append((image, str(error)))
                 progress.done = sum(len(j) for _i, j in work[:number])
-                if error.kind in (NOT_INSTALLED, "model_missing", "unknown_model",
-                                  "model_invalid"):
-                    # Every other image would fail the same way.
+                if error.lasting:
                     for other, _jobs in work[number:]:
                         failed.append((other, _("Not tried: %s") % error.message))
                     break
@@ -442,21 +390,18 @@ def run_all(procedure, config, data):
                 failed.append((image, _("GIMP could not apply the mask: %s") % error.message))
                 continue
             done.append(image)
-    finally:
-        helper.close()
     Gimp.progress_update(1.0)
     Gimp.displays_flush()
 
     summary = summarize(done, failed)
     if run_mode != Gimp.RunMode.NONINTERACTIVE:
         Gimp.message(summary)
-    values = procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
-    for index, value in enumerate((GObject.Value(GObject.TYPE_INT, len(done)),
-                                   GObject.Value(GObject.TYPE_INT, len(failed)),
-                                   GObject.Value(GObject.TYPE_STRING, summary)), 1):
-        values.remove(index)
-        values.insert(index, value)
-    return values
+    return Gimp.ValueArray.new_from_values([
+        GObject.Value(Gimp.PDBStatusType, Gimp.PDBStatusType.SUCCESS),
+        GObject.Value(GObject.TYPE_INT, len(done)),
+        GObject.Value(GObject.TYPE_INT, len(failed)),
+        GObject.Value(GObject.TYPE_STRING, summary),
+    ])
 
 
 def summarize(done, failed):

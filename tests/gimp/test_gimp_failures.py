@@ -30,6 +30,14 @@ def test_helper_missing(results, name):
     unchanged(case)
 
 
+def test_a_helper_of_another_version_says_run_install_again(results):
+    case = results["other_version"]
+    assert case["status"] == "execution-error"
+    assert "but helper.json names 0.0.0-other" in case["message"]
+    assert "Run `python3 install.py` again" in case["message"]
+    unchanged(case)
+
+
 def test_model_not_fetched_names_the_exact_command(results, gimp):
     case = results["model_missing"]
     assert case["status"] == "execution-error"

@@ -62,7 +62,7 @@ def test_first_run_makes_a_working_venv(first):
     assert first.first.code == 0, first.first
     assert "Successfully installed" in first.first.stdout
     done = subprocess.run([str(first.python), "-c", "import remove_background, model_fetch, onnxruntime, "
-                           "numpy, PIL; print(remove_background.__version__)"],
+                           "numpy, PIL, remove_background.helper; print(remove_background.helper.version())"],
                           stdout=subprocess.PIPE, universal_newlines=True, cwd=str(first.root))
     assert done.returncode == 0
     assert done.stdout.strip() == load_install_module().project_version()

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageColor, ImageOps
 
-from .. import __version__
+from ..helper import version
 from . import png_writer
 
 # Pillow's own "decompression bomb" limit is replaced by what this machine's memory can hold
@@ -91,7 +91,7 @@ def parse_args(argv):
     parser.add_argument("--box", metavar="X,Y,W,H",
                         help="look only inside this box (pixels of the photo as displayed, after EXIF "
                         "orientation); the mask is black outside it")
-    parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
+    parser.add_argument("--version", action="version", version="%(prog)s " + version())
     args = parser.parse_args(argv)
     if args.background is not None:
         if args.mask_only:

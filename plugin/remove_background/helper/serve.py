@@ -13,8 +13,8 @@ import threading
 import time
 import traceback
 
-from .. import __version__
 from ..wire import protocol
+from . import version
 
 # How often, at most, progress messages go out during one stage.
 PROGRESS_INTERVAL = 0.1
@@ -133,7 +133,7 @@ class Server:
     def hello(self, header, payload):
         import onnxruntime
 
-        self.reply({"op": "hello", "protocol": protocol.PROTOCOL_VERSION, "helper": __version__,
+        self.reply({"op": "hello", "protocol": protocol.PROTOCOL_VERSION, "helper": version(),
                     "python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
                     "providers": onnxruntime.get_available_providers()})
 

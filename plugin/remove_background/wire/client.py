@@ -5,6 +5,9 @@ Standard library only: this module runs inside GIMP's bundled Python (no numpy t
     with HelperClient.from_config(plugin_dir) as helper:
         helper.load("isnet")
         mask = helper.process(width, height, 4, pixels, on_progress=show)
+
+A whole run (one model, many layers) uses a HelperSession: it starts the helper on first use,
+checks that it is the version install.py installed, and starts a new one after a death.
 """
 
 import collections
@@ -22,6 +25,9 @@ SERVE_MODULE = "remove_background.helper.serve"
 # Error kinds raised by the client itself, on top of the helper's protocol.ERROR_KINDS.
 NOT_INSTALLED = "not_installed"   # no helper.json, or its python is missing
 HELPER_DIED = "helper_died"       # the helper exited, or its pipes broke, mid-session
+WRONG_VERSION = "wrong_version"   # the helper is not the one this plug-in was installed with
+# Kinds after which every later request of a run would fail the same way.
+LASTING_KINDS = (NOT_INSTALLED, WRONG_VERSION) + protocol.MODEL_UNUSABLE
 
 # Variables GIMP's bundles (AppImage, Flatpak, the macOS .app, the Windows installer) set for
 # their own libraries and Python.  Inherited by the helper's Python they would load GIMP's
@@ -39,6 +45,7 @@ BUNDLE_VARIABLES = (
 )
 
 INSTALL_HINT = "Run `python3 install.py` from the plug-in's source folder to set up the helper."
+REINSTALL_HINT = "Run `python3 install.py` again from the plug-in's source folder."
 STDERR_TAIL_LINES = 20
 CLOSE_TIMEOUT = 3.0
 # GIMP asks for the models while it builds the procedure (also at start-up): never wait long.
@@ -60,8 +67,10 @@ class HelperError(Exception):
     """Something the helper could not do.
 
     ``kind`` is one of protocol.ERROR_KINDS (the helper answered with an error and is still
-    usable) or NOT_INSTALLED / HELPER_DIED (it could not be started, or it is gone).
-    ``stderr_tail`` holds the helper's last lines of stderr when it died.
+    usable) or NOT_INSTALLED / HELPER_DIED / WRONG_VERSION (it could not be started, it is
+    gone, or it is not the installed one).  ``stderr_tail`` holds the helper's last lines of
+    stderr when it died.  str() is the whole message for the user: what went wrong, what to do
+    (a missing model's message names the exact fetch command), and the helper's last words.
     """
 
     def __init__(self, kind, message, stderr_tail=""):
@@ -70,9 +79,14 @@ class HelperError(Exception):
         self.message = message
         self.stderr_tail = stderr_tail
 
+    @property
+    def lasting(self):
+        """Whether every later request of the run would fail the same way (no use going on)."""
+        return self.kind in LASTING_KINDS
+
     def __str__(self):
         if self.stderr_tail:
-            return "%s\n%s" % (self.message, self.stderr_tail)
+            return "%s\n\nThe helper's last messages:\n%s" % (self.message, self.stderr_tail)
         return self.message
 
 
@@ -99,6 +113,30 @@ def widen_pipes(*streams):
             fcntl.fcntl(stream.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_BYTES)
         except OSError:
             pass  # above /proc/sys/fs/pipe-max-size: the default size works too
+
+
+class Watchdog:
+    """Kills ``process`` if the with block has not ended after ``seconds`` (None: never)."""
+
+    def __init__(self, seconds, process):
+        self.timer = None
+        if seconds is not None:
+            self.timer = threading.Timer(seconds, process.kill)
+            self.timer.daemon = True
+
+    def __enter__(self):
+        if self.timer is not None:
+            self.timer.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        if self.timer is not None:
+            self.timer.cancel()
+
+    @property
+    def fired(self):
+        """Whether it killed the process (asked inside the with block)."""
+        return self.timer is not None and self.timer.finished.is_set()
 
 
 def stop(process):
@@ -129,13 +167,16 @@ class HelperClient:
         self._stopped = False
         self._stderr_lines = collections.deque(maxlen=200)
         self._stderr_thread = None
+        # What helper.json says install.py installed (from_config), for check_versions.
+        self.installed_version = None
 
     @classmethod
     def from_config(cls, plugin_dir):
         """Reads ``<plugin_dir>/helper.json``, written by install.py.
 
         Keys: "python" (the helper venv's interpreter, required), "env" (extra environment
-        variables, optional), "host_spawn" (true/false, optional; see __init__).
+        variables, optional), "host_spawn" (true/false, optional; see __init__), "version"
+        (the version install.py installed, optional; see check_versions).
         """
         path = os.path.join(plugin_dir, "helper.json")
         try:
@@ -152,6 +193,7 @@ class HelperClient:
             raise HelperError(NOT_INSTALLED, "%s names no helper Python. %s" % (path, INSTALL_HINT))
         client = cls([python, "-m", SERVE_MODULE], env=config.get("env") or {},
                      host_spawn=config.get("host_spawn"))
+        client.installed_version = config.get("version")
         if not client.host_spawn and not os.path.exists(python):
             raise HelperError(NOT_INSTALLED, "The helper's Python %s does not exist. %s"
                               % (python, INSTALL_HINT))
@@ -280,21 +322,14 @@ class HelperClient:
                 raise HelperError(HELPER_DIED, "The helper has stopped; start it again.")
             self.start()
         process = self._process
-        watchdog = None
-        if timeout is not None:
-            watchdog = threading.Timer(timeout, process.kill)
-            watchdog.daemon = True
-            watchdog.start()
-        try:
-            return self._exchange(process, header, payload, on_progress, expect)
-        except HelperError as error:
-            if watchdog is not None and watchdog.finished.is_set():
-                error.message = "The helper gave no answer within %g seconds and was stopped." % timeout
-                error.args = (error.message,)
-            raise
-        finally:
-            if watchdog is not None:
-                watchdog.cancel()
+        with Watchdog(timeout, process) as watchdog:
+            try:
+                return self._exchange(process, header, payload, on_progress, expect)
+            except HelperError as error:
+                if watchdog.fired:
+                    error.message = "The helper gave no answer within %g seconds and was stopped." % timeout
+                    error.args = (error.message,)
+                raise
 
     def _exchange(self, process, header, payload, on_progress, expect):
         try:
@@ -333,6 +368,22 @@ class HelperClient:
         """The helper's versions: {"protocol", "helper", "python", "onnxruntime", "providers"}."""
         reply, _ = self._request({"op": "hello"}, expect="hello")
         return reply
+
+    def check_versions(self):
+        """Raises WRONG_VERSION unless the helper speaks this client's protocol and is the
+        version helper.json names (the plug-in and the helper are installed together)."""
+        hello = self.hello()
+        problems = []
+        if hello.get("protocol") != protocol.PROTOCOL_VERSION:
+            problems.append("speaks protocol %s, the plug-in %s"
+                            % (hello.get("protocol"), protocol.PROTOCOL_VERSION))
+        if self.installed_version is not None and hello.get("helper") != self.installed_version:
+            problems.append("is version %s, but helper.json names %s"
+                            % (hello.get("helper"), self.installed_version))
+        if problems:
+            raise HelperError(WRONG_VERSION, "The helper %s. It does not belong to this plug-in. %s"
+                              % (" and ".join(problems), REINSTALL_HINT))
+        return hello
 
     def models(self):
         """{"default": NAME, "models": [{"name", "title", "installed", ...}, ...]}."""
@@ -375,3 +426,57 @@ class HelperClient:
             raise HelperError("bad_size", "The helper sent a mask of %d bytes instead of %d."
                               % (len(mask), expected))
         return mask
+
+
+class HelperSession:
+    """One helper with one model loaded, shared by a whole run (every layer of every image).
+
+    Started on the first mask(), and its versions checked then; a helper that dies is
+    reported (the HELPER_DIED error) and the next mask() starts a new one.  A helper that
+    answered with an error stays: its model is still loaded.
+    """
+
+    def __init__(self, plugin_dir, model, threads=0, file=None, preprocess=None):
+        """``plugin_dir`` holds helper.json; the rest is what HelperClient.load() takes."""
+        self.plugin_dir = plugin_dir
+        self.model = model
+        self.threads = threads
+        self.file, self.preprocess = file, preprocess
+        self.client = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def _started(self, on_progress):
+        client = HelperClient.from_config(self.plugin_dir)
+        if on_progress is not None:
+            on_progress("loading", 0.0)
+        client.start()
+        try:
+            client.check_versions()
+            client.load(self.model, self.threads, file=self.file, preprocess=self.preprocess)
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+    def mask(self, width, height, channels, pixels, mask_depth=1, on_progress=None):
+        """HelperClient.process() on this session's helper; ``on_progress`` also gets
+        ("loading", 0.0) when a helper has to be started first."""
+        if self.client is None:
+            self.client = self._started(on_progress)
+        try:
+            return self.client.process(width, height, channels, pixels,
+                                       mask_depth=mask_depth, on_progress=on_progress)
+        except HelperError as error:
+            if error.kind == HELPER_DIED:
+                self.client = None
+            raise
+
+    def close(self):
+        client, self.client = self.client, None
+        if client is not None:
+            client.close()

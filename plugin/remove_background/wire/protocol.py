@@ -53,6 +53,10 @@ ERROR_KINDS = (
     "internal",
 )
 
+# The kinds that say the requested model cannot be used at all: every later request for it
+# fails the same way (a batch stops at the first).
+MODEL_UNUSABLE = ("unknown_model", "model_missing", "model_invalid")
+
 
 class ProtocolError(Exception):
     """The peer broke the framing: a bad header line or a payload cut short."""

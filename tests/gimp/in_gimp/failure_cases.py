@@ -47,6 +47,10 @@ with helper_config.replaced(dict(config, python="/nonexistent/venv/bin/python"))
 with helper_config.replaced(None):
     attempt("not_installed")
 
+# A plug-in installed with another version than the helper's venv now holds.
+with helper_config.replaced(dict(config, version="0.0.0-other")):
+    attempt("other_version")
+
 empty = os.path.join(PARAMS["out"], "no-models")
 os.makedirs(empty)
 with helper_config.replaced(dict(config, env={"REMOVE_BACKGROUND_MODELS": empty})):

@@ -1,0 +1,134 @@
+"""The plug-in's helper policy, outside GIMP: a HelperSession on a real helper (the serve loop
+with a tiny model), started on first use, started again after a death, refused when it is not
+the installed version."""
+
+import json
+import os
+import signal
+import sys
+
+import numpy as np
+import pytest
+
+from onnx_models import random_image, spec, split_model
+from remove_background.helper import version
+from remove_background.wire import client, protocol
+from remove_background.wire.client import HelperError, HelperSession
+
+TINY = spec(input_size=[16, 12], divide_by=255, mean=[0, 0, 0], std=[1, 1, 1])
+
+
+@pytest.fixture(scope="module")
+def tiny_model(model_dir):
+    return split_model(model_dir / "split_session.onnx", 16, 12)
+
+
+def plugin_dir(tmp_path, **config):
+    """A plug-in folder whose helper.json names this Python (which has the helper installed)."""
+    (tmp_path / "helper.json").write_text(json.dumps(dict({"python": sys.executable, "version": version()},
+                                                          **config)))
+    return tmp_path
+
+
+def session(folder, tiny_model):
+    return HelperSession(folder, "tiny", threads=1, file=str(tiny_model), preprocess=TINY)
+
+
+def first_channel(image):
+    return image[:, :, 0].tobytes()        # the tiny model's mask at its own size
+
+
+def test_started_once_then_again_after_a_death(tmp_path, tiny_model):
+    image = random_image(1, 12, 16, 3)
+    with session(plugin_dir(tmp_path), tiny_model) as helper:
+        assert helper.client is None                # nothing runs before the first mask
+        stages = []
+        mask = helper.mask(16, 12, 3, image.tobytes(), 1, lambda stage, _fraction: stages.append(stage))
+        assert mask == first_channel(image)
+        assert stages[0] == "loading" and stages[-1] == "postprocess"
+        first = helper.client.pid
+        stages.clear()
+        assert helper.mask(16, 12, 3, image.tobytes(), 1, lambda stage, _fraction: stages.append(stage)) == \
+            first_channel(image)
+        assert helper.client.pid == first and "loading" not in stages      # the same helper, no new load
+
+        os.kill(first, signal.SIGKILL)
+        with pytest.raises(HelperError) as caught:
+            helper.mask(16, 12, 3, image.tobytes(), 1, None)
+        assert caught.value.kind == client.HELPER_DIED and not caught.value.lasting
+        assert helper.client is None
+        other = random_image(2, 12, 16, 3)
+        assert helper.mask(16, 12, 3, other.tobytes(), 1, None) == first_channel(other)
+        assert helper.client.pid != first
+        process = helper.client._process
+    assert helper.client is None and process.poll() is not None            # closed at the end
+
+
+def test_an_error_reply_keeps_the_helper(tmp_path, tiny_model):
+    with session(plugin_dir(tmp_path), tiny_model) as helper:
+        image = random_image(3, 12, 16, 3)
+        assert helper.mask(16, 12, 3, image.tobytes(), 1, None) == first_channel(image)
+        pid = helper.client.pid
+        with pytest.raises(HelperError) as caught:
+            helper.mask(16, 12, 3, b"short", 1, None)
+        assert caught.value.kind == "bad_size" and not caught.value.lasting
+        mask = helper.mask(16, 12, 3, image.tobytes(), 2, None)
+        assert np.array_equal(np.frombuffer(mask, "<u2"), image[:, :, 0].reshape(-1).astype(np.uint16) * 257)
+        assert helper.client.pid == pid
+
+
+def test_a_helper_of_another_version_says_run_install_again(tmp_path, tiny_model):
+    with session(plugin_dir(tmp_path, version="0.0.0-other"), tiny_model) as helper:
+        with pytest.raises(HelperError) as caught:
+            helper.mask(16, 12, 3, random_image(4, 12, 16, 3).tobytes(), 1, None)
+        assert helper.client is None                # the wrong helper does not stay
+    error = caught.value
+    assert error.kind == client.WRONG_VERSION and error.lasting
+    assert "is version %s, but helper.json names 0.0.0-other" % version() in str(error)
+    assert "Run `python3 install.py` again" in str(error)
+
+
+def test_a_helper_speaking_another_protocol_says_run_install_again(tmp_path, tiny_model, monkeypatch):
+    # This side is the plug-in of a newer protocol; the helper still speaks the current one.
+    monkeypatch.setattr(protocol, "PROTOCOL_VERSION", protocol.PROTOCOL_VERSION + 1)
+    with session(plugin_dir(tmp_path), tiny_model) as helper:
+        with pytest.raises(HelperError) as caught:
+            helper.mask(16, 12, 3, random_image(5, 12, 16, 3).tobytes(), 1, None)
+    assert caught.value.kind == client.WRONG_VERSION and caught.value.lasting
+    assert "speaks protocol %d, the plug-in %d" % (protocol.PROTOCOL_VERSION - 1, protocol.PROTOCOL_VERSION) \
+        in str(caught.value)
+    assert "Run `python3 install.py` again" in str(caught.value)
+
+
+def test_no_version_in_helper_json_checks_the_protocol_only(tmp_path, tiny_model):
+    folder = tmp_path
+    (folder / "helper.json").write_text(json.dumps({"python": sys.executable}))
+    with session(folder, tiny_model) as helper:
+        image = random_image(6, 12, 16, 1)
+        assert helper.mask(16, 12, 1, image.tobytes(), 1, None) == first_channel(image)
+
+
+def test_a_model_that_is_not_fetched_ends_the_run(tmp_path):
+    empty = tmp_path / "no-models"
+    empty.mkdir()
+    folder = plugin_dir(tmp_path, env={"REMOVE_BACKGROUND_MODELS": str(empty)})
+    with HelperSession(folder, "isnet") as helper:
+        with pytest.raises(HelperError) as caught:
+            helper.mask(16, 12, 3, random_image(7, 12, 16, 3).tobytes(), 1, None)
+        assert helper.client is None
+    assert caught.value.kind == "model_missing" and caught.value.lasting
+    assert "model_fetch fetch isnet" in str(caught.value)
+
+
+def test_not_installed_ends_the_run(tmp_path):
+    with HelperSession(tmp_path, "isnet") as helper:
+        with pytest.raises(HelperError) as caught:
+            helper.mask(1, 1, 1, b"\0", 1, None)
+    assert caught.value.kind == client.NOT_INSTALLED and caught.value.lasting
+
+
+def test_the_message_carries_the_helpers_last_words():
+    assert str(HelperError(client.HELPER_DIED, "It stopped.", "line 1\nline 2")) == \
+        "It stopped.\n\nThe helper's last messages:\nline 1\nline 2"
+    assert str(HelperError("bad_size", "Too short.")) == "Too short."
+    assert set(protocol.MODEL_UNUSABLE) <= set(protocol.ERROR_KINDS)
