@@ -45,11 +45,13 @@ import shutil  # noqa: E402
 import stat  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 CHECKOUT = Path(__file__).resolve().parent
+# The plug-in's GIMP side is standard library only too: its process tools serve here as well.
+sys.path.insert(0, str(CHECKOUT / "plugin"))
+from remove_background.wire.client import Watchdog  # noqa: E402
 APP_DIR_NAME = "gimp-remove-background"
 PLUGIN_NAME = "remove-background"
 FLATPAK_ID = "org.gimp.GIMP"
@@ -342,19 +344,14 @@ def run_tee(command, echo, timeout=None):
                                    encoding="utf-8", errors="replace")
     except OSError as error:
         return None, "cannot start %s: %s" % (command[0], error)
-    watchdog = threading.Timer(timeout, process.kill) if timeout else None
-    if watchdog:
-        watchdog.daemon = True
-        watchdog.start()
-    for line in process.stdout:
-        lines.append(line)
-        if echo:
-            sys.stdout.write(line)
-            sys.stdout.flush()
-    process.stdout.close()
-    code = process.wait()
-    if watchdog:
-        watchdog.cancel()
+    with Watchdog(timeout or None, process):
+        for line in process.stdout:
+            lines.append(line)
+            if echo:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+        process.stdout.close()
+        code = process.wait()
     return code, "".join(lines)
 
 
@@ -385,24 +382,59 @@ def pyproject_text():
                            "project." % (CHECKOUT / "pyproject.toml", error))
 
 
+def simple_toml(text):
+    """The tables of a TOML text with their string values and inline tables of strings: all install.py
+    reads of pyproject.toml, for Pythons before 3.11 (no tomllib)."""
+    data = table = {}
+    for line in text.splitlines():
+        line = line.strip()
+        header = re.match(r"^\[([A-Za-z0-9_.-]+)\]\s*(#.*)?$", line)
+        if header:
+            table = data
+            for part in header.group(1).split("."):
+                table = table.setdefault(part, {})
+            continue
+        value = re.match(r'^"?([A-Za-z0-9_.-]+)"?\s*=\s*"([^"]*)"\s*(#.*)?$', line)
+        if value:
+            table[value.group(1)] = value.group(2)
+            continue
+        inline = re.match(r'^"?([A-Za-z0-9_.-]+)"?\s*=\s*\{([^}]*)\}\s*(#.*)?$', line)
+        if inline:
+            table[inline.group(1)] = dict(re.findall(r'"?([A-Za-z0-9_.-]+)"?\s*=\s*"([^"]*)"', inline.group(2)))
+    return data
+
+
+def pyproject():
+    """pyproject.toml, parsed (by tomllib where Python has it)."""
+    text = pyproject_text()
+    try:
+        import tomllib
+    except ImportError:         # Python 3.9 and 3.10
+        return simple_toml(text)
+    try:
+        return tomllib.loads(text)
+    except ValueError as error:     # tomllib.TOMLDecodeError
+        raise InstallError("%s is not valid TOML (%s).\nFix: run install.py from a complete checkout of the "
+                           "project." % (CHECKOUT / "pyproject.toml", error))
+
+
 def project_version():
-    match = re.search(r'^version\s*=\s*"([^"]+)"', pyproject_text(), re.M)
-    if not match:
+    version = pyproject().get("project", {}).get("version")
+    if not version:
         raise InstallError("pyproject.toml declares no version.")
-    return match.group(1)
+    return version
 
 
 def package_files():
     """pyproject.toml and what the wheel is built from: the package folders pyproject.toml declares
     (its package-dir), README.md and LICENSE."""
-    text = pyproject_text()
-    match = re.search(r"^package-dir\s*=\s*\{([^}]*)\}", text, re.M)
-    if not match:
+    package_dir = pyproject().get("tool", {}).get("setuptools", {}).get("package-dir")
+    if not package_dir:
         raise InstallError("pyproject.toml has no [tool.setuptools] package-dir; install.py reads the "
                            "package folders from it.")
     files = [CHECKOUT / name for name in ("pyproject.toml", "README.md", "LICENSE")
              if (CHECKOUT / name).is_file()]
-    for folder in re.findall(r'=\s*"([^"]+)"', match.group(1)):
+    for folder in package_dir.values():
         for path in sorted((CHECKOUT / folder).rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
                 files.append(path)
@@ -945,8 +977,8 @@ def check(args, places, out):
         out.always("  %s (up to date with this checkout)" % places.python)
     if python_works(places.python) and str(places.python) not in hellos:
         hellos[str(places.python)] = None
-        code, output = run_quietly([places.python, "-c", "import platform, onnxruntime as o, remove_background as r; "
-                                    "print(r.__version__, platform.python_version(), o.__version__, "
+        code, output = run_quietly([places.python, "-c", "import platform, onnxruntime as o, remove_background.helper as r; "
+                                    "print(r.version(), platform.python_version(), o.__version__, "
                                     "' '.join(o.get_available_providers()))"])
         if code == 0:
             helper, python, runtime, providers = output.split(None, 3)

@@ -10,21 +10,18 @@ quickly.
 """
 
 import os
+import platform
 import subprocess
 import sys
 import venv
 from pathlib import Path
 
 CHECKOUT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(CHECKOUT))
+from install import venv_python  # noqa: E402
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gimp-remove-background"
 TEST_VENV = Path(os.environ.get("REMOVE_BACKGROUND_TEST_VENV") or CACHE / "test-venv")
 REAL_MODELS = ("isnet", "u2netp")
-
-
-def venv_python(folder):
-    if os.name == "nt":
-        return folder / "Scripts" / "python.exe"
-    return folder / "bin" / "python"
 
 
 def step(text):
@@ -36,7 +33,7 @@ def run(command, **kwargs):
 
 
 def main(pytest_args):
-    python = venv_python(TEST_VENV)
+    python = venv_python(TEST_VENV, platform.system())
     if not python.exists():
         step("creating the test environment in %s" % TEST_VENV)
         venv.create(TEST_VENV, with_pip=True, clear=True)

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from install_support import load_install_module
 
 install = load_install_module()
@@ -60,3 +62,14 @@ def test_macos_and_windows_folders(tmp_path):
 def test_a_plugins_dir_inside_the_flatpak_is_recognised(tmp_path):
     assert install.is_flatpak_path(tmp_path / ".var" / "app" / "org.gimp.GIMP" / "config" / "GIMP" / "3.0" / "plug-ins")
     assert not install.is_flatpak_path(tmp_path / ".config" / "GIMP" / "3.0" / "plug-ins")
+
+
+def test_pyproject_reads_the_same_without_tomllib():
+    """Before Python 3.11 install.py parses pyproject.toml itself: it must find what tomllib finds."""
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is Python 3.11's: nothing to compare with")
+    text = (install.CHECKOUT / "pyproject.toml").read_text(encoding="utf-8")
+    parsed, simple = tomllib.loads(text), install.simple_toml(text)
+    assert simple["project"]["version"] == parsed["project"]["version"] == install.project_version()
+    package_dir = parsed["tool"]["setuptools"]["package-dir"]
+    assert simple["tool"]["setuptools"]["package-dir"] == package_dir
+    assert set(package_dir) == {"remove_background", "model_fetch"}
