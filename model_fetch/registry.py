@@ -16,7 +16,8 @@ _HEX = {"sha256": re.compile(r"^[0-9a-f]{64}$"), "md5": re.compile(r"^[0-9a-f]{3
 _SAFE_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # Names Windows gives to devices in every folder, whatever the extension.
 _WINDOWS_RESERVED = {"con", "prn", "aux", "nul"} | {"com%d" % n for n in range(1, 10)} | {"lpt%d" % n for n in range(1, 10)}
-_PREPROCESS_KEYS = ("input_size", "resize", "divide_by", "mean", "std", "channel_order",
+# What a "preprocess" entry must say; the helper's preprocess.check() reads them from here.
+PREPROCESS_KEYS = ("input_size", "resize", "divide_by", "mean", "std", "channel_order",
                     "output_index", "activation", "min_max")
 
 
@@ -121,7 +122,7 @@ def _model(name, entry, path):
         else:
             raise RegistryError("%s: model %r: unknown source type %r" % (path, name, kind))
     preprocess = need("preprocess", dict)
-    missing = [k for k in _PREPROCESS_KEYS if k not in preprocess]
+    missing = [k for k in PREPROCESS_KEYS if k not in preprocess]
     if missing:
         raise RegistryError("%s: model %r: preprocess lacks %s" % (path, name, ", ".join(missing)))
     return Model(

@@ -41,7 +41,6 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 MODEL = "isnet"
-DEV_MODEL = Path("/tmp/npmpkg/medium.onnx")
 SERVE = [sys.executable, "-m", "remove_background.helper.serve"]
 MB = 1024 * 1024
 
@@ -53,6 +52,16 @@ from remove_background.helper import engine, preprocess  # noqa: E402
 from remove_background.wire.client import HelperClient  # noqa: E402
 
 
+def run_command(runner, source, target, mask_only):
+    """remove-background SOURCE -o TARGET [--mask-only] as main() runs it, on a loaded engine."""
+    progress = cli.Progress(1, failed=0)
+    options = argparse.Namespace(mask_only=mask_only, background=None, refine=True, box=None,
+                                 decontaminate=cli.DECONTAMINATE)
+    cli.remove_backgrounds([source], {source: target}, options, progress, load=lambda: runner)
+    if progress.done != 1:
+        sys.exit("the command failed on %s" % source)
+
+
 def model_file(explicit):
     if explicit:
         return Path(explicit)
@@ -61,8 +70,6 @@ def model_file(explicit):
     try:
         return model_fetch.installed_path(MODEL)
     except model_fetch.ModelNotInstalled as error:
-        if DEV_MODEL.exists():
-            return DEV_MODEL
         sys.exit(str(error))
 
 
@@ -176,7 +183,7 @@ def main():
     print("model %s (%s), %d cores, onnxruntime %s" % (MODEL, path, engine.cpu_count(),
                                                       engine.onnxruntime.__version__))
     local = engine.Engine(path, spec, name=MODEL)
-    sys.path.insert(0, str(ROOT / "tests" / "engine"))
+    sys.path.insert(0, str(ROOT / "tests"))
     from onnx_models import replay_model
 
     print("provider %s, %d threads; best of %d interleaved runs\n" % (local.provider, local.threads, runs))
@@ -198,7 +205,8 @@ def main():
             helper.process(width, height, 3, data)               # warm-up
 
             def command(runner, source, mask_only=True):
-                return lambda: cli.process_file(runner, source, folder / "out.png", mask_only, None)
+                """One file through the command's own pipeline, on an engine already loaded."""
+                return lambda: run_command(runner, source, folder / "out.png", mask_only)
 
             cases = [
                 ("serve: pixels down the pipe -> mask back",
@@ -271,16 +279,15 @@ def main():
         import json, sys
         from pathlib import Path
         sys.path.insert(0, sys.argv[5])
-        from remove_background.command import cli
-from remove_background.helper import engine
-        from bench_engine import peak_rss
+        from remove_background.helper import engine
+        from bench_engine import peak_rss, run_command
         import os
         spec = json.loads(sys.argv[2])
         local = engine.Engine(sys.argv[1], spec)
         for _ in range(2):
             local.mask(__import__("numpy").zeros((1024, 1024, 3), "uint8"))
         base = peak_rss(os.getpid())
-        cli.process_file(local, Path(sys.argv[3]), Path(sys.argv[4]), False, None)
+        run_command(local, Path(sys.argv[3]), Path(sys.argv[4]), False)
         print(base, peak_rss(os.getpid()))
     """
     result = subprocess.run([sys.executable, "-c", code, str(path), json.dumps(spec), str(source),

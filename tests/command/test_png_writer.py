@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from remove_background.command import png_writer
+from remove_background.command import cli, png_writer
 
 
 def chunks(path):
@@ -72,11 +72,15 @@ def test_colour_profile_is_embedded_only_where_it_fits(tmp_path):
     srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     grey = np.zeros((4, 4, 1), np.uint8)
     colour = np.zeros((4, 4, 3), np.uint8)
-    png_writer.write(tmp_path / "rgb.png", colour, icc_profile=srgb)
-    png_writer.write(tmp_path / "grey.png", grey, icc_profile=srgb)      # an RGB profile: left out
+    mask = np.full((4, 4), 255, np.uint8)
+    # The command decides whether the photo's profile fits its output, for either writer.
+    cli.write_output(cli.Photo(colour, srgb), mask, tmp_path / "rgb.png", False, None, 1)
+    cli.write_output(cli.Photo(grey, srgb), mask, tmp_path / "grey.png", False, None, 1)  # RGB profile: left out
     assert Image.open(tmp_path / "rgb.png").info["icc_profile"] == srgb
     assert "icc_profile" not in Image.open(tmp_path / "grey.png").info
     assert [kind for kind, _ in chunks(tmp_path / "rgb.png")] == [b"IHDR", b"iCCP", b"IDAT", b"IDAT", b"IEND"]
+    png_writer.write(tmp_path / "no-profile.png", colour)
+    assert [kind for kind, _ in chunks(tmp_path / "no-profile.png")] == [b"IHDR", b"IDAT", b"IDAT", b"IEND"]
 
 
 def test_adler32_combine_matches_zlib():

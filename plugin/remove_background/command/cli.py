@@ -371,18 +371,24 @@ def read_input(source):
     return Photo(pixels_of(image), image.info.get("icc_profile"), image.info.get("frame_note"))
 
 
+def profile_fits(icc_profile, colour):
+    """Whether the profile describes the colours of ``colour`` (bytes 16-19 name its colour space)."""
+    grey = colour.ndim == 2 or colour.shape[2] == 1
+    return bool(icc_profile) and icc_profile[16:20] == (b"GRAY" if grey else b"RGB ")
+
+
 def write_output(photo, mask, target, mask_only, background, workers, decontaminate=False):
     if mask_only:
         colour, alpha, profile = mask, None, None
     else:
         colour, alpha = straight_alpha(photo.pixels, mask)
-        profile = photo.profile
         if decontaminate:
             from ..helper import engine
 
             colour = engine.decontaminate(colour, alpha, workers)
         if background is not None:
             colour, alpha = composite(colour, alpha, background), None
+        profile = photo.profile if profile_fits(photo.profile, colour) else None
     target.parent.mkdir(parents=True, exist_ok=True)
     check_output(target)
     # A new file of our own beside the target (O_EXCL, a random name): never a link planted there.
@@ -435,25 +441,15 @@ def save_with_pillow(path, format_name, colour, alpha, profile):
     if alpha is not None:
         image.putalpha(Image.fromarray(alpha, "L"))
     options = {"quality": 95} if format_name in ("JPEG", "WEBP") else {}
-    if png_writer.fits(profile, len(image.getbands())):
+    if profile:
         options["icc_profile"] = profile
     try:
         image.save(path, format_name, **options)
-    except Exception as error:  # noqa: BLE001 - Pillow's encoders raise many kinds
+    except Exception as error:  # Pillow's encoders raise many kinds
         hint = ""
         if "cannot write mode" in str(error) and alpha is not None:        # JPEG and RGBA, for one
             hint = " (it has no transparency: name the output .png, or use --background)"
         raise InputError("cannot write %s: %s%s" % (format_name, describe(error), hint)) from None
-
-
-def process_file(engine, source, target, mask_only, background, refine=True, box=None,
-                 decontaminate=DECONTAMINATE):
-    """One file from start to end; main() runs the same steps, overlapped across files."""
-    if target.resolve() == source.resolve():
-        raise InputError("the output would overwrite the input")
-    photo = read_input(source)
-    write_output(photo, mask_of(engine, photo.pixels, refine, box), target, mask_only, background,
-                 engine.threads, decontaminate)
 
 
 def mask_of(engine, pixels, refine, box):
@@ -560,8 +556,11 @@ def pixel_count(path):
         return 0
 
 
-def remove_backgrounds(files, targets, args, progress):
+def remove_backgrounds(files, targets, args, progress, load=None):
     """Runs every file through the model; returns the engine used.
+
+    ``load()``, when given, opens the engine instead of --mask or open_engine() of --model,
+    --threads, --model-file.
 
     Reading the next photo (during the model load, then during each inference) and writing
     the previous result (during the next inference) overlap the model's work: on
@@ -573,7 +572,9 @@ def remove_backgrounds(files, targets, args, progress):
 
     with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer:
         next_read = reader.submit(read_input, files[0])
-        if args.mask is not None:
+        if load is not None:
+            engine = load()
+        elif args.mask is not None:
             engine = GivenMask(args.mask, args.threads)
         else:
             engine = open_engine(args.model, args.threads, args.model_file)

@@ -1,6 +1,6 @@
 """Writes 8-bit PNG files fast: the Up filter, and zlib on all cores.
 
-Pillow's encoder tries all five PNG filters on every row, in one thread: for a
+Pillow's encoder picks a PNG filter for every row (trying them all), in one thread: for a
 12-megapixel mask that took longer than everything else the command adds to inference.
 Here each band of rows is filtered with numpy and deflated on its own (both release the
 GIL), and the bands' deflate streams are joined as pigz joins them: every band but the
@@ -35,16 +35,11 @@ def adler32_combine(first, second, second_length):
     return sum1 | (sum2 << 16)
 
 
-def fits(icc_profile, channels):
-    """Whether the profile describes these colours (bytes 16-19 name its colour space)."""
-    return bool(icc_profile) and icc_profile[16:20] == (b"GRAY" if channels <= 2 else b"RGB ")
-
-
 def write(path, pixels, alpha=None, workers=1, icc_profile=None):
     """Saves (H, W, C) or (H, W) uint8 ``pixels`` as a PNG file at ``path``.
 
     ``alpha``, an (H, W) uint8 plane, is added as the last channel (grey or RGB + alpha).
-    ``icc_profile`` is embedded when it is one for the image's colours (grey or RGB).
+    ``icc_profile`` is embedded as it is (the caller checks that it describes these colours).
     """
     if pixels.ndim == 2:
         pixels = pixels[:, :, np.newaxis]
@@ -88,7 +83,7 @@ def write(path, pixels, alpha=None, workers=1, icc_profile=None):
     with open(path, "wb") as out:
         out.write(SIGNATURE)
         out.write(chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, COLOUR_TYPES[channels], 0, 0, 0)))
-        if fits(icc_profile, channels):
+        if icc_profile:
             out.write(chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc_profile)))
         checksum = 1
         pending = ZLIB_HEADER

@@ -11,6 +11,7 @@ model-sized result becomes float.
 """
 
 import numpy as np
+from model_fetch.registry import PREPROCESS_KEYS
 from PIL import Image
 
 from . import parallel
@@ -29,9 +30,7 @@ CACHE_ROWS = 16
 
 def check(preprocess):
     """Raises ValueError unless ``preprocess`` is a complete, usable description."""
-    missing = [key for key in ("input_size", "resize", "divide_by", "mean", "std",
-                               "channel_order", "output_index", "activation", "min_max")
-               if key not in preprocess]
+    missing = [key for key in PREPROCESS_KEYS if key not in preprocess]
     if missing:
         raise ValueError("preprocess lacks %s" % ", ".join(missing))
     size = preprocess["input_size"]
