@@ -15,7 +15,8 @@ DEFAULT_REGISTRY = Path(__file__).resolve().parent / "registry.json"
 _HEX = {"sha256": re.compile(r"^[0-9a-f]{64}$"), "md5": re.compile(r"^[0-9a-f]{32}$")}
 _SAFE_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # Names Windows gives to devices in every folder, whatever the extension.
-_WINDOWS_RESERVED = {"con", "prn", "aux", "nul"} | {"com%d" % n for n in range(1, 10)} | {"lpt%d" % n for n in range(1, 10)}
+_WINDOWS_RESERVED = ({"con", "prn", "aux", "nul"} | {"com%d" % n for n in range(1, 10)}
+                     | {"lpt%d" % n for n in range(1, 10)})
 # What a "preprocess" entry must say; the helper's preprocess.check() reads them from here.
 PREPROCESS_KEYS = ("input_size", "resize", "divide_by", "mean", "std", "channel_order",
                     "output_index", "activation", "min_max")

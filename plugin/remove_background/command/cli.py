@@ -445,7 +445,7 @@ def save_with_pillow(path, format_name, colour, alpha, profile):
         options["icc_profile"] = profile
     try:
         image.save(path, format_name, **options)
-    except Exception as error:  # Pillow's encoders raise many kinds
+    except Exception as error:  # noqa: BLE001 - Pillow's encoders raise many kinds
         hint = ""
         if "cannot write mode" in str(error) and alpha is not None:        # JPEG and RGBA, for one
             hint = " (it has no transparency: name the output .png, or use --background)"

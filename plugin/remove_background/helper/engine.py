@@ -112,7 +112,7 @@ class Engine:
         try:
             return onnxruntime.InferenceSession(self.path, sess_options=options or self.session_options(),
                                                 providers=providers)
-        except Exception as error:  # onnxruntime raises several unrelated exception types
+        except Exception as error:  # noqa: BLE001 - onnxruntime raises several unrelated exception types
             if providers != [CPU_PROVIDER]:
                 log("could not start %s (%s); trying the CPU" % (providers[0], first_line(error)))
                 return self._open([CPU_PROVIDER])

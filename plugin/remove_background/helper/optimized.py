@@ -91,7 +91,7 @@ def open_session(model_path, identity, folder, options, open_model, log):
         try:
             return onnxruntime.InferenceSession(str(saved), sess_options=graph_options,
                                                 providers=["CPUExecutionProvider"]), str(saved)
-        except Exception as error:  # any damage: the model itself is still there
+        except Exception as error:  # noqa: BLE001 - any damage: the model itself is still there
             # Not made again: were onnxruntime unable to reopen its own graphs, every start
             # would pay for saving one more.
             log("the saved optimised graph of %s cannot be used (%s); loading the model itself"
@@ -118,7 +118,7 @@ def open_session(model_path, identity, folder, options, open_model, log):
                 raise OSError("onnxruntime wrote no graph")
             keep(made, saved, identity)
             return session, str(model_path)
-        except Exception as error:  # onnxruntime's (a graph over 2 GB, a full disk) or the file system's
+        except Exception as error:  # noqa: BLE001 - onnxruntime's (a graph over 2 GB, a full disk) or the file system's
             reason = _reason(error)
     finally:
         shutil.rmtree(str(work), ignore_errors=True)
