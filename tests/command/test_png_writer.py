@@ -74,8 +74,8 @@ def test_colour_profile_is_embedded_only_where_it_fits(tmp_path):
     colour = np.zeros((4, 4, 3), np.uint8)
     mask = np.full((4, 4), 255, np.uint8)
     # The command decides whether the photo's profile fits its output, for either writer.
-    cli.write_output(cli.Photo(colour, srgb), mask, tmp_path / "rgb.png", False, None, 1)
-    cli.write_output(cli.Photo(grey, srgb), mask, tmp_path / "grey.png", False, None, 1)  # RGB profile: left out
+    cli.write_output(cli.Photo(colour, srgb, None), mask, tmp_path / "rgb.png", False, None, 1)
+    cli.write_output(cli.Photo(grey, srgb, None), mask, tmp_path / "grey.png", False, None, 1)  # RGB profile: left out
     assert Image.open(tmp_path / "rgb.png").info["icc_profile"] == srgb
     assert "icc_profile" not in Image.open(tmp_path / "grey.png").info
     assert [kind for kind, _ in chunks(tmp_path / "rgb.png")] == [b"IHDR", b"iCCP", b"IDAT", b"IDAT", b"IEND"]
