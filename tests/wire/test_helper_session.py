@@ -7,11 +7,10 @@ import os
 import signal
 import sys
 
-import numpy as np
 import pytest
 
 from onnx_models import random_image, spec, split_model
-from remove_background.helper import version
+from remove_background.helper import engine, version
 from remove_background.wire import client, protocol
 from remove_background.wire.client import HelperError, HelperSession
 
@@ -34,8 +33,10 @@ def session(folder, tiny_model):
     return HelperSession(folder, "tiny", threads=1, file=str(tiny_model), preprocess=TINY)
 
 
-def first_channel(image):
-    return image[:, :, 0].tobytes()        # the tiny model's mask at its own size
+def engine_mask(image, model, depth=1):
+    """The mask the engine itself makes of ``image`` with the tiny model (as the helper must)."""
+    mask = engine.Engine(model, TINY, threads=1).mask(image, depth)
+    return mask.astype("<u%d" % depth).tobytes()
 
 
 def test_started_once_then_again_after_a_death(tmp_path, tiny_model):
@@ -44,12 +45,12 @@ def test_started_once_then_again_after_a_death(tmp_path, tiny_model):
         assert helper.client is None                # nothing runs before the first mask
         stages = []
         mask = helper.mask(16, 12, 3, image.tobytes(), 1, lambda stage, _fraction: stages.append(stage))
-        assert mask == first_channel(image)
+        assert mask == engine_mask(image, tiny_model)
         assert stages[0] == "loading" and stages[-1] == "postprocess"
         first = helper.client.pid
         stages.clear()
         assert helper.mask(16, 12, 3, image.tobytes(), 1, lambda stage, _fraction: stages.append(stage)) == \
-            first_channel(image)
+            engine_mask(image, tiny_model)
         assert helper.client.pid == first and "loading" not in stages      # the same helper, no new load
 
         os.kill(first, signal.SIGKILL)
@@ -58,7 +59,7 @@ def test_started_once_then_again_after_a_death(tmp_path, tiny_model):
         assert caught.value.kind == client.HELPER_DIED and not caught.value.lasting
         assert helper.client is None
         other = random_image(2, 12, 16, 3)
-        assert helper.mask(16, 12, 3, other.tobytes(), 1, None) == first_channel(other)
+        assert helper.mask(16, 12, 3, other.tobytes(), 1, None) == engine_mask(other, tiny_model)
         assert helper.client.pid != first
         process = helper.client._process
     assert helper.client is None and process.poll() is not None            # closed at the end
@@ -67,13 +68,12 @@ def test_started_once_then_again_after_a_death(tmp_path, tiny_model):
 def test_an_error_reply_keeps_the_helper(tmp_path, tiny_model):
     with session(plugin_dir(tmp_path), tiny_model) as helper:
         image = random_image(3, 12, 16, 3)
-        assert helper.mask(16, 12, 3, image.tobytes(), 1, None) == first_channel(image)
+        assert helper.mask(16, 12, 3, image.tobytes(), 1, None) == engine_mask(image, tiny_model)
         pid = helper.client.pid
         with pytest.raises(HelperError) as caught:
             helper.mask(16, 12, 3, b"short", 1, None)
         assert caught.value.kind == "bad_size" and not caught.value.lasting
-        mask = helper.mask(16, 12, 3, image.tobytes(), 2, None)
-        assert np.array_equal(np.frombuffer(mask, "<u2"), image[:, :, 0].reshape(-1).astype(np.uint16) * 257)
+        assert helper.mask(16, 12, 3, image.tobytes(), 2, None) == engine_mask(image, tiny_model, 2)
         assert helper.client.pid == pid
 
 
@@ -105,7 +105,7 @@ def test_no_version_in_helper_json_checks_the_protocol_only(tmp_path, tiny_model
     (folder / "helper.json").write_text(json.dumps({"python": sys.executable}))
     with session(folder, tiny_model) as helper:
         image = random_image(6, 12, 16, 1)
-        assert helper.mask(16, 12, 1, image.tobytes(), 1, None) == first_channel(image)
+        assert helper.mask(16, 12, 1, image.tobytes(), 1, None) == engine_mask(image, tiny_model)
 
 
 def test_a_model_that_is_not_fetched_ends_the_run(tmp_path):
