@@ -977,7 +977,8 @@ def check(args, places, out):
         out.always("  %s (up to date with this checkout)" % places.python)
     if python_works(places.python) and str(places.python) not in hellos:
         hellos[str(places.python)] = None
-        code, output = run_quietly([places.python, "-c", "import platform, onnxruntime as o, remove_background.helper as r; "
+        code, output = run_quietly([places.python, "-c", "import platform, onnxruntime as o, "
+                                    "remove_background.helper as r; "
                                     "print(r.version(), platform.python_version(), o.__version__, "
                                     "' '.join(o.get_available_providers()))"])
         if code == 0:

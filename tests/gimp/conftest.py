@@ -14,9 +14,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import gimp3  # noqa: E402
-from gimp_runs import MODEL  # noqa: E402
-from needs import need  # noqa: E402
+import gimp3
+from gimp_runs import MODEL
+from needs import need
 
 
 def pytest_configure(config):

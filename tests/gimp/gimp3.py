@@ -314,7 +314,7 @@ def host_models():
         store = model_fetch.Store(cache_dir=os.environ.get("REMOVE_BACKGROUND_MODELS") or None)
         return Path(store.cache_dir), {model.name: model.file for model in store.models()
                                        if store.is_installed(model.name)}
-    except Exception:  # model_fetch not importable or its registry unreadable here: no models
+    except Exception:  # noqa: BLE001 - model_fetch not importable or its registry unreadable here: no models
         return None, {}
     finally:
         sys.path.remove(str(CHECKOUT))
