@@ -617,7 +617,7 @@ def pip_install(places, args, out):
         command += ["--no-index", "--find-links", str(Path(args.find_links).expanduser().absolute())]
     with tempfile.TemporaryDirectory(prefix="remove-background-build-") as staging:
         stage_sources(files, Path(staging))
-        out.say("Installing the helper %s and its packages (onnxruntime, numpy, pillow) with pip" % version)
+        out.say("Installing the helper %s and its packages (onnxruntime, numpy, pillow, onnx) with pip" % version)
         code, output = run_tee(command + [staging], echo=not args.quiet)
     if code != 0:
         raise InstallError(pip_failure(code, output, args))
@@ -743,6 +743,15 @@ def fetch_model(name, places, args, out):
     if code == 0:
         return
     model = load_model_fetch().get(name)
+    if model.derived_from:
+        raise InstallError(
+            "could not make the model %s from %s (model_fetch's message is %s). The helper and the plug-in are "
+            "installed; only this model is missing.\n"
+            "Fix: once the cause above is fixed, run\n"
+            "    %s -m model_fetch fetch %s\n"
+            "(it fetches %s if needed, then derives %s on this machine), or use --model %s."
+            % (name, model.derived_from, "above" if not args.quiet else ":\n" + output.strip(), places.python,
+               name, model.derived_from, name, model.derived_from))
     raise InstallError(
         "could not fetch the model %s (model_fetch's message is %s). The helper and the plug-in are installed;"
         " only the model is missing.\n"
@@ -787,7 +796,7 @@ def install(args, places, out):
     out.always("Remove Background for GIMP %s: installing from %s" % (version, CHECKOUT))
     manifest = Manifest(places.manifest)
 
-    out.step("The helper (a Python venv with onnxruntime, numpy and pillow)")
+    out.step("The helper (a Python venv with onnxruntime, numpy, pillow and onnx)")
     prepare_venv(places, manifest, out)
     pip_install(places, args, out)
 

@@ -19,7 +19,7 @@ from .store import Store
 
 __all__ = [
     "get", "models", "cache_dir", "is_installed", "installed_path", "fetch", "verify", "import_file", "remove",
-    "derived_dir",
+    "derived_dir", "identity",
     "default_model", "Model", "Registry", "Store", "Settings",
     "FetchError", "UnknownModel", "ModelNotInstalled", "ModelDamaged", "IntegrityError", "DownloadError",
     "NoNetwork", "DiskFull", "UnsafeArchive", "LicenseNotAccepted", "NpmRegistryNotFound", "PipIndexNotFound",
@@ -75,6 +75,11 @@ def import_file(name, path):
 
 def remove(name) -> bool:
     return _default().remove(name)
+
+
+def identity(name):
+    """What identifies an installed model's contents: its pin, or for a derived model its hash."""
+    return _default().identity(name)
 
 
 def derived_dir(name):

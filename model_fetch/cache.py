@@ -104,14 +104,16 @@ def file_identity(st) -> dict:
     return identity
 
 
-def write_stamp(path: Path, stamp, content=None):
+def write_stamp(path: Path, stamp, content=None, notes=None):
     """Records that path is ``stamp`` as it is now; ``content`` = (algorithm, digest) of its bytes
-    (by default the stamp itself, for a model whose kind is its hash algorithm)."""
+    (by default the stamp itself, for a model whose kind is its hash algorithm); ``notes``, a dict,
+    is kept in it for people (how a derived model was made)."""
     stamp = Stamp(*stamp)
     content = content or stamp
     st = os.stat(path)
-    record = dict(file_identity(st), kind=stamp.kind, value=stamp.value,
-                  content=[content[0], content[1]])
+    record = dict(file_identity(st), kind=stamp.kind, value=stamp.value, content=[content[0], content[1]])
+    if notes:
+        record["notes"] = notes
     # Also as version 0.1 read a stamp (size, mtime, algorithm, digest): a cache shared with it still works.
     record.update(algorithm=stamp.kind, digest=stamp.value)
     write_file_atomically(stamp_path(path), json.dumps(record).encode("utf-8"))
@@ -168,7 +170,7 @@ def recheck(path: Path, stamp, progress=None, label=None):
         return False
     if good:
         try:
-            write_stamp(path, stamp, content)
+            write_stamp(path, stamp, content, record.get("notes"))
         except OSError:
             pass                                # a read-only cache: checked again next time
     return good

@@ -48,15 +48,17 @@ class ConsoleProgress:
 
     def _draw(self, done, total, now):
         elapsed = now - self.started
-        rate = (done - self.done_at_start) / elapsed if elapsed > 0.2 else 0.0
-        parts = [self.step[:40]]
-        if total:
+        rate = (done - self.done_at_start) / elapsed if elapsed > 0.2 and done is not None else 0.0
+        parts = [self.step[:40] if done is not None else self.step]
+        if done is None:                # a step without bytes to count (deriving a model)
+            pass
+        elif total:
             filled = int(self.width * min(done, total) / total)
             parts.append("[%s%s] %3d%%" % ("#" * filled, "-" * (self.width - filled), 100 * done // total))
             parts.append("%s/%s" % (_mb(done), _mb(total)))
         else:
             parts.append(_mb(done))
-        if rate:
+        if rate and done is not None:
             parts.append("%s/s" % _mb(rate))
             if total and done < total:
                 parts.append("ETA " + _duration((total - done) / rate))
@@ -118,19 +120,34 @@ def _list(store, args, progress):
     except FetchError:
         default = None
     rows = [("", "NAME", "SIZE", "LICENCE", "FROM", "INSTALLED")]
+    derived = []
     for model in store.models():
         installed = store.is_installed(model.name)
         size = model.size or (store.path_for(model.name).stat().st_size if installed else None)
         shown = _mb(size) if size else ("~" + _mb(model.approx_size)) if model.approx_size else "?"
         licence = model.license + ("" if model.commercial_use else " (non-commercial; --accept-license)")
-        origins = ", ".join(_origin(source) for source in model.sources if store.can_use(source)) or "-"
-        rows.append(("*" if model.name == default else "", model.name, shown,
-                     licence, origins, "yes" if installed else "-"))
+        state = "yes" if installed else "-"
+        if model.derived_from:
+            derived.append(model)
+            origins = "derived from %s" % model.derived_from
+            if not installed and store.path_for(model.name).exists():
+                from . import derive
+                # Made from another isnet, onnxruntime or CPU; or this Python has no onnxruntime to compare.
+                state = "stale (fetch it again)" if derive.onnxruntime_version() else \
+                    "? (ask the helper's Python: it has onnxruntime)"
+        else:
+            origins = ", ".join(_origin(source) for source in model.sources if store.can_use(source)) or "-"
+        rows.append(("*" if model.name == default else "", model.name, shown, licence, origins, state))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[5])
     print("\n* default model; ~ a size as its publisher gives it, not checked here; FROM: the sources this "
           "computer can try; models live in %s" % store.cache_dir)
+    if derived:
+        from . import derive
+        print("derived models (%s) are made on this machine from another (%s) when fetched, in minutes;\n"
+              "for int8 models: %s" % (", ".join(m.name for m in derived),
+                                       ", ".join(sorted({m.derived_from for m in derived})), derive.cpu_int8()[1]))
     return 0
 
 

