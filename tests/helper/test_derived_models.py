@@ -14,7 +14,6 @@ import onnx
 import onnxruntime
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from PIL import Image
 
 import model_fetch
 from needs import FIXTURES, ROOT, need
@@ -22,7 +21,7 @@ from model_fetch import Registry, Store
 from model_fetch.cache import read_stamp, stamp_path
 from remove_background.command import cli
 from remove_background.helper import engine, fp32
-from onnx_models import isnet_path, spec  # noqa: F401  (isnet_path: a fixture)
+from onnx_models import spec
 
 SIZE = 32
 
@@ -226,7 +225,8 @@ def test_a_damaged_derived_file_is_never_used(tmp_path, monkeypatch):
 def test_listing_a_derived_model_imports_no_onnxruntime(tmp_path):
     code = ("import sys, model_fetch; model_fetch.is_installed('isnet-int8'); model_fetch.models();"
             "assert 'onnxruntime' not in sys.modules and 'numpy' not in sys.modules, sorted(sys.modules)")
-    subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ, REMOVE_BACKGROUND_MODELS=str(tmp_path)))
+    subprocess.run([sys.executable, "-c", code], check=True,
+                   env=dict(os.environ, REMOVE_BACKGROUND_MODELS=str(tmp_path)))
 
 
 # -- the real isnet-int8 -----------------------------------------------------------------------------

@@ -125,7 +125,7 @@ class Engine:
         """The model as the CPU runs it best: fp16 weights turned fp32 (see fp32.py), or None."""
         try:
             return fp32.cpu_form(self.path)
-        except Exception as error:  # onnx's parser on a damaged file: onnxruntime then says why
+        except Exception as error:  # noqa: BLE001 - onnx's parser on a damaged file: onnxruntime then says why
             log("could not convert %s to fp32 (%s); using it as it is" % (self.name, first_line(error)))
             return None
 
