@@ -198,7 +198,9 @@ def test_one_progress_line_per_file_on_a_terminal(tmp_path, red_mask_onnx):
         output += chunk
     os.close(controller)
     assert process.wait(timeout=120) == 1
-    lines = [line for line in output.decode().splitlines() if "GPU" not in line]
+    # Each file's result (or failure) and the summary, without the lines saying what starts.
+    lines = [line for line in output.decode().splitlines()
+             if "GPU" not in line and not line.endswith(" ...") and "loading the model" not in line]
     # In order, although reading, inference and writing of neighbouring files overlap.
     assert lines[0].startswith("[1/3]") and "a.png" in lines[0]
     assert "b.png: not a readable image" in lines[1]
@@ -358,3 +360,57 @@ def test_box_blacks_out_the_rest_and_a_box_outside_is_refused(tmp_path, run):
     assert boxed[10, 140:185].min() >= 195 and boxed[10, 200:250].min() >= 250   # red 200 and 255 kept
     status, err = run(tmp_path / "photo.png", "--box", "200,0,100,10", "-o", tmp_path / "out.png")
     assert status == 1 and "not inside the 256x32 photo" in err and not (tmp_path / "out.png").exists()
+
+
+def test_a_folder_run_says_what_it_does_from_the_start_with_each_files_own_time(tmp_path, isnet_path):
+    """The model loading and each file are announced before the work, not after it (a folder of
+    12 MP photos said nothing for the first photo's whole ten seconds), and each file's time is
+    its own (it used to be the time since the previous line: one file behind)."""
+    from needs import FIXTURES
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("chelsea", "coffee"):
+        (photos / ("%s.png" % name)).write_bytes((FIXTURES / ("%s.png" % name)).read_bytes())
+    outputs = {name: photos / ("%s.nobg.png" % name) for name in ("chelsea", "coffee")}
+    process = subprocess.Popen([sys.executable, "-m", "remove_background", str(photos), "--model", "isnet"],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True, env=dict(os.environ, REMOVE_BACKGROUND_PROVIDER="cpu"))
+    seen = []
+    for line in process.stderr:
+        line = line.rstrip("\n")
+        written = sorted(name for name, path in outputs.items() if path.exists())
+        seen.append((line, written))
+    assert process.wait(timeout=300) == 0
+    lines = [line for line, _written in seen]
+    loading = next(index for index, line in enumerate(lines) if "loading the model isnet" in line)
+    first = lines.index("[1/2] %s ..." % (photos / "chelsea.png"))
+    second = lines.index("[2/2] %s ..." % (photos / "coffee.png"))
+    assert loading < first < second, lines
+    # When each of these lines arrived, nothing had been written yet: they came before the first
+    # inference ended.
+    assert seen[loading][1] == [] and seen[first][1] == [], seen
+    done = [line for line in lines if " -> " in line]
+    assert [line.split(" ")[1] for line in done] == [str(photos / "chelsea.png"), str(photos / "coffee.png")]
+    for line in done:
+        seconds = float(line.rsplit("(", 1)[1].rstrip(" s)"))
+        assert seconds >= 0.1, line      # a file's own inference, not the gap since the last line
+    assert "2 done, 0 failed" in lines[-1]
+
+
+def test_quiet_says_only_what_failed(tmp_path, run):
+    Image.fromarray(banded(), "RGB").save(tmp_path / "a.png")
+    (tmp_path / "b.png").write_bytes(b"not an image")
+    status, err = run(tmp_path, "--quiet")
+    assert status == 1
+    assert [line for line in err.splitlines() if "GPU" not in line] == [
+        "remove-background: %s: not a readable image (cannot identify image file %r)"
+        % (tmp_path / "b.png", str(tmp_path / "b.png"))]
+    assert (tmp_path / "a.nobg.png").is_file()
+
+
+def test_one_image_outside_a_terminal_says_what_it_wrote(tmp_path, run):
+    Image.fromarray(banded(), "RGB").save(tmp_path / "a.png")
+    status, err = run(tmp_path / "a.png")
+    assert status == 0
+    assert "%s -> %s (" % (tmp_path / "a.png", tmp_path / "a.nobg.png") in err

@@ -91,6 +91,8 @@ def parse_args(argv):
     parser.add_argument("--box", metavar="X,Y,W,H",
                         help="look only inside this box (pixels of the photo as displayed, after EXIF "
                         "orientation); the mask is black outside it")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="say only what failed (no progress lines, no summary)")
     parser.add_argument("--version", action="version", version="%(prog)s " + version())
     args = parser.parse_args(argv)
     if args.background is not None:
@@ -495,7 +497,7 @@ def load_mask(path):
     return pixels_of(image)[:, :, 0]
 
 
-def open_engine(name, threads, file=None):
+def open_engine(name, threads, file=None, progress=None):
     """The engine for --model (default: model_fetch's choice); exits with a message on failure."""
     import model_fetch
 
@@ -504,6 +506,8 @@ def open_engine(name, threads, file=None):
     try:
         if name is None:
             name = model_fetch.default_model()
+        if progress is not None:
+            progress.loading("the model %s" % name)
         return engine.load(name, threads=threads, file=file)
     except (model_fetch.FetchError, engine.ModelLoadError) as error:  # ModelNotInstalled included
         fail(str(error))
@@ -515,27 +519,39 @@ def fail(message):
 
 
 class Progress:
-    """Counts the results; reports each failure, and on a terminal each file done."""
+    """Counts the results and says what happens on stderr: the model loading, each file as it
+    starts and as it is written (with its own time, from its start to its result on disk), and
+    every failure.  ``quiet``: the failures only."""
 
-    def __init__(self, total, failed):
+    def __init__(self, total, failed, quiet=False):
         self.total, self.done, self.failed = total, 0, failed
-        self.on_terminal = sys.stderr.isatty()
-        self.last = time.monotonic()
+        self.quiet = quiet
+        self.started = {}
+
+    def say(self, text):
+        if not self.quiet:
+            print(text, file=sys.stderr, flush=True)
+
+    def loading(self, what):
+        self.say("remove-background: loading %s" % what)
+
+    def start(self, number, source):
+        self.started[number] = time.monotonic()
+        if self.total > 1:
+            self.say("[%d/%d] %s ..." % (number, self.total, source))
 
     def failure(self, source, error):
         self.failed += 1
-        print("remove-background: %s: %s" % (source, describe(error)), file=sys.stderr)
+        print("remove-background: %s: %s" % (source, describe(error)), file=sys.stderr, flush=True)
 
     def note(self, source, text):
-        print("remove-background: %s: %s" % (source, text), file=sys.stderr)
+        print("remove-background: %s: %s" % (source, text), file=sys.stderr, flush=True)
 
     def success(self, number, source, target):
         self.done += 1
-        if self.on_terminal:
-            now = time.monotonic()
-            print("[%d/%d] %s -> %s (%.1f s)" % (number, self.total, source, target, now - self.last),
-                  file=sys.stderr)
-            self.last = now
+        seconds = time.monotonic() - self.started.pop(number, time.monotonic())
+        counter = "[%d/%d] " % (number, self.total) if self.total > 1 else ""
+        self.say("%s%s -> %s (%.1f s)" % (counter, source, target, seconds))
 
 
 def wait_for(writing, progress):
@@ -577,9 +593,10 @@ def remove_backgrounds(files, targets, args, progress, load=None):
         elif args.mask is not None:
             engine = GivenMask(args.mask, args.threads)
         else:
-            engine = open_engine(args.model, args.threads, args.model_file)
+            engine = open_engine(args.model, args.threads, args.model_file, progress)
         writing = None
         for index, source in enumerate(files):
+            progress.start(index + 1, source)
             current = next_read or reader.submit(read_input, source)
             next_read = reader.submit(read_input, files[index + 1]) if read_ahead(index + 1) else None
             try:
@@ -621,11 +638,10 @@ def main(argv=None):
     if not files:
         print("remove-background: nothing to do", file=sys.stderr)
         return 1
-    progress = Progress(len(files), failed=len(problems) + len(refused))
+    progress = Progress(len(files), failed=len(problems) + len(refused), quiet=args.quiet)
     engine = remove_backgrounds(files, targets, args, progress)
-    print("remove-background: %d done, %d failed in %.1f s (%s on %s)" % (
-        progress.done, progress.failed, time.monotonic() - started, engine.name, engine.provider),
-        file=sys.stderr)
+    progress.say("remove-background: %d done, %d failed in %.1f s (%s on %s)" % (
+        progress.done, progress.failed, time.monotonic() - started, engine.name, engine.provider))
     return 1 if progress.failed else 0
 
 
