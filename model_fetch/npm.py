@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .cache import file_digest, open_part
 from .errors import FetchError, IntegrityError, NpmRegistryNotFound, UnsafeArchive
+from .members import refuse_escaping
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _BLOCK = 1 << 20
@@ -99,11 +100,7 @@ def safe_members(tar):
     """All members of tar, after refusing any that could escape a folder or is not a plain file/folder."""
     members = tar.getmembers()
     for member in members:
-        name = member.name.replace("\\", "/")
-        if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
-            raise UnsafeArchive("refusing the archive: %r has an absolute path" % member.name)
-        if ".." in name.split("/"):
-            raise UnsafeArchive("refusing the archive: %r points outside its folder (..)" % member.name)
+        refuse_escaping(member.name, "archive")
         if member.issym() or member.islnk():
             raise UnsafeArchive("refusing the archive: %r is a link (to %r)" % (member.name, member.linkname))
         if not (member.isfile() or member.isdir()):

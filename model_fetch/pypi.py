@@ -24,6 +24,7 @@ from pathlib import Path
 
 from .cache import file_digest
 from .errors import FetchError, IntegrityError, PipIndexNotFound, UnsafeArchive
+from .members import refuse_escaping
 
 # pip's built-in default index (pip's PyPI.simple_url), used exactly when pip itself would use it:
 # pip is there and its configuration names no index.
@@ -191,11 +192,7 @@ def _safe_entries(archive):
     """All entries, after refusing any that could escape a folder or is a link or special file."""
     entries = archive.infolist()
     for info in entries:
-        name = info.filename.replace("\\", "/")
-        if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
-            raise UnsafeArchive("refusing the wheel: %r has an absolute path" % info.filename)
-        if ".." in name.split("/"):
-            raise UnsafeArchive("refusing the wheel: %r points outside its folder (..)" % info.filename)
+        refuse_escaping(info.filename, "wheel")
         mode = info.external_attr >> 16     # Unix mode; many zips give only permission bits (no type)
         if stat.S_ISLNK(mode):
             raise UnsafeArchive("refusing the wheel: %r is a link" % info.filename)

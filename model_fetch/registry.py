@@ -106,15 +106,18 @@ def _model(name, entry, path):
     if (not _SAFE_FILE.fullmatch(file) or ".." in file or file.endswith(".")
             or file.split(".")[0].lower() in _WINDOWS_RESERVED):
         raise RegistryError("%s: model %r: file %r must be a plain file name" % (path, name, file))
-    derived_from = entry.get("derived_from")
-    if derived_from is not None:
-        return _derived_model(name, entry, path, need, file)
-    size = entry.get("size")
-    if size is not None and (not isinstance(size, int) or size <= 0):
-        raise RegistryError("%s: model %r: size must be a positive integer or null" % (path, name))
     approx_size = entry.get("approx_size")
     if approx_size is not None and (not isinstance(approx_size, int) or approx_size <= 0):
         raise RegistryError("%s: model %r: approx_size must be a positive integer or null" % (path, name))
+    # What every entry says, downloaded or derived.
+    common = dict(name=name, title=need("title", str), description=need("description", str),
+                  license=need("license", str), commercial_use=need("commercial_use", bool), file=file,
+                  preprocess=_preprocess(name, entry, path, need), approx_size=approx_size)
+    if entry.get("derived_from") is not None:
+        return _derived_model(name, entry, path, need, common)
+    size = entry.get("size")
+    if size is not None and (not isinstance(size, int) or size <= 0):
+        raise RegistryError("%s: model %r: size must be a positive integer or null" % (path, name))
     pins = {}
     for algorithm in ("sha256", "md5"):
         value = entry.get(algorithm)
@@ -137,20 +140,8 @@ def _model(name, entry, path):
             _check_pypi(source, "%s: model %r" % (path, name))
         else:
             raise RegistryError("%s: model %r: unknown source type %r" % (path, name, kind))
-    return Model(
-        name=name,
-        title=need("title", str),
-        description=need("description", str),
-        license=need("license", str),
-        commercial_use=need("commercial_use", bool),
-        file=file,
-        size=size,
-        sha256=pins.get("sha256"),
-        md5=pins.get("md5"),
-        sources=tuple(dict(s) for s in sources),
-        preprocess=_preprocess(name, entry, path, need),
-        approx_size=approx_size,
-    )
+    return Model(size=size, sha256=pins.get("sha256"), md5=pins.get("md5"),
+                 sources=tuple(dict(s) for s in sources), **common)
 
 
 def _preprocess(name, entry, path, need):
@@ -161,29 +152,15 @@ def _preprocess(name, entry, path, need):
     return dict(preprocess)
 
 
-def _derived_model(name, entry, path, need, file):
+def _derived_model(name, entry, path, need, common):
     """An entry made on this machine from another model: no download, no pin; a recipe instead."""
     if any(key in entry for key in ("sha256", "md5", "sources")):
         raise RegistryError("%s: model %r is derived: it has no sha256, md5 or sources" % (path, name))
     recipe = need("derive", dict)
     if recipe.get("kind") not in _DERIVATIONS:
         raise RegistryError("%s: model %r: derive.kind must be one of %s" % (path, name, ", ".join(_DERIVATIONS)))
-    return Model(
-        name=name,
-        title=need("title", str),
-        description=need("description", str),
-        license=need("license", str),
-        commercial_use=need("commercial_use", bool),
-        file=file,
-        size=None,
-        sha256=None,
-        md5=None,
-        sources=(),
-        preprocess=_preprocess(name, entry, path, need),
-        derived_from=need("derived_from", str),
-        derive=dict(recipe),
-        approx_size=entry.get("approx_size") if isinstance(entry.get("approx_size"), int) else None,
-    )
+    return Model(size=None, sha256=None, md5=None, sources=(), derived_from=need("derived_from", str),
+                 derive=dict(recipe), **common)
 
 
 def _check_pypi(source, where):

@@ -15,16 +15,6 @@ RED_BANDS = (0, 100, 200, 255)
 BAND = 64
 
 
-@pytest.fixture
-def run(red_mask_onnx, capsys):
-    """Runs the command in this process; returns (exit status, stderr)."""
-    def run_command(*args):
-        status = cli.main([str(arg) for arg in args]
-                          + ["--model", "isnet", "--model-file", str(red_mask_onnx), "--threads", "1"])
-        return status, capsys.readouterr().err
-    return run_command
-
-
 def banded(height=32, channels=3):
     """Four vertical bands whose red values are RED_BANDS; green and blue vary."""
     image = np.zeros((height, BAND * len(RED_BANDS), channels), np.uint8)

@@ -20,15 +20,6 @@ POSIX = pytest.mark.skipif(sys.platform == "win32", reason="links, FIFOs and per
 
 
 @pytest.fixture
-def run(red_mask_onnx, capsys):
-    def run_command(*args):
-        status = cli.main([str(arg) for arg in args]
-                          + ["--model", "isnet", "--model-file", str(red_mask_onnx), "--threads", "1"])
-        return status, capsys.readouterr().err
-    return run_command
-
-
-@pytest.fixture
 def run_process(red_mask_onnx):
     """Runs the command as its own process (in a time limit); without the power to read what
     permissions forbid, even as root (setpriv drops it)."""
