@@ -321,7 +321,8 @@ def host_models():
 
 
 def copy_models(gimp):
-    """The models verified on this machine, copied into GIMP's model folder and verified there.
+    """The models verified on this machine, copied into GIMP's model folder with their stamps and
+    verified there.
 
     Copied, not hard-linked: a new link changes the file's ctime, which model_fetch's stamps
     record, so linking would spoil this machine's own stamps.  A file already there (same size
@@ -343,6 +344,11 @@ def copy_models(gimp):
         partial = destination.with_name(destination.name + ".tmp")
         shutil.copy2(path, partial)
         os.replace(partial, destination)
+        # The stamp too: a model made on this machine (isnet-int8) has no pin to check a copy
+        # against, only its stamp's key and digest (the copy's new inode has it hashed again).
+        stamp = path.with_name(path.name + ".verified")
+        if stamp.is_file():
+            shutil.copy2(stamp, destination.with_name(destination.name + ".verified"))
         copied.append(name)
     if copied:
         gimp.run([gimp.venv + "/bin/python", "-m", "model_fetch", "verify"] + copied, timeout=900)
