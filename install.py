@@ -799,6 +799,7 @@ def install(args, places, out):
     out.step("The helper (a Python venv with onnxruntime, numpy, pillow and onnx)")
     prepare_venv(places, manifest, out)
     pip_install(places, args, out)
+    stop_warm_helpers(places, out)
 
     out.step("The GIMP plug-in")
     if not args.plugins_dir:
@@ -874,6 +875,57 @@ def summarize(places, out, model):
                    "    flatpak override --user --talk-name=org.freedesktop.Flatpak %s" % FLATPAK_ID)
     out.always("Check it: python3 install.py --check    Remove it: python3 install.py --uninstall")
     return EXIT_OK
+
+
+# -- the warm helper ------------------------------------------------------------------------------
+
+def load_warm():
+    """The checkout's wire/warm.py (standard library only): finds and stops this user's warm helpers
+    (the helper that stays loaded between GIMP runs); None where there are none (Windows)."""
+    sys.dont_write_bytecode = True
+    sys.path.insert(0, str(CHECKOUT / "plugin"))
+    try:
+        for name in [name for name in sys.modules if name.split(".")[0] == "remove_background"]:
+            del sys.modules[name]
+        from remove_background.wire import warm
+    finally:
+        sys.path.remove(str(CHECKOUT / "plugin"))
+    return warm if warm.supported() else None
+
+
+def stop_warm_helpers(places, out):
+    """Stops the warm helpers running this venv's Python (their code or model is about to change)."""
+    warm = load_warm()
+    if warm is None:
+        return
+    for pid, model in warm.stop_all(executable=str(places.python)):
+        out.say("Stopped the warm helper (pid %s, model %s)." % (pid, model))
+
+
+def report_warm_helpers(places, out):
+    warm = load_warm()
+    if warm is None:
+        out.always("  none on %s: each GIMP run starts its own helper" % platform.system())
+        return
+    running = warm.running()
+    for _path, hello in running:
+        status = hello["warm"]
+        model = status.get("model")
+        if model:
+            model = "%s (%s threads)" % (model, status.get("threads"))
+        out.always("  running: pid %s, model %s, idle %s of %s, for GIMP pid %s%s" % (
+            status.get("pid"), model or "none loaded", duration(status.get("idle_seconds")),
+            duration(status.get("idle_timeout")) if status.get("idle_timeout") else "no limit",
+            status.get("gimp_pid"), "" if status.get("executable") == str(places.python)
+            else " (helper %s)" % status.get("executable")))
+    if not running:
+        out.always("  none running (GIMP's next Remove Background starts one; it stays %s after the last run,"
+                   " %s=0 turns it off)" % (duration(warm.idle_timeout()), warm.IDLE_VARIABLE))
+
+
+def duration(seconds):
+    seconds = int(round(float(seconds or 0)))
+    return "%d min %02d s" % divmod(seconds, 60) if seconds >= 60 else "%d s" % seconds
 
 
 # -- check ----------------------------------------------------------------------------------------
@@ -1005,6 +1057,9 @@ def check(args, places, out):
         out.always("  (AzureExecutionProvider comes with every onnxruntime: it would send a model's input to an "
                    "Azure endpoint only if given one and its key, which the helper never does; it runs on the "
                    "GPU or CPU providers only, and nothing is uploaded.)")
+
+    out.always("Warm helper:")
+    report_warm_helpers(places, out)
 
     out.always("Models:")
     model_fetch = load_model_fetch()
@@ -1159,6 +1214,7 @@ def uninstall(args, places, out):
         out.always("Nothing to uninstall: install.py has not installed anything here (no %s)." % places.manifest)
         mention_caches(args, places, out)
         return EXIT_OK
+    stop_warm_helpers(places, out)
     removed = 0
     for path in [Path(entry) for entry in manifest.files]:
         if path.is_file():

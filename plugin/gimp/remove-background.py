@@ -38,7 +38,7 @@ from gi.repository import GObject
 from gi.repository import GLib
 
 from remove_background.wire import protocol
-from remove_background.wire.client import HelperClient, HelperError, HelperSession
+from remove_background.wire.client import HelperClient, HelperError, HelperSession, warm_client
 
 PROC_ONE = "plug-in-remove-background"
 PROC_ALL = "plug-in-remove-background-all-images"
@@ -82,8 +82,17 @@ def helper_models():
     asking for that model would silently get the default. Running one not downloaded names the
     command that fetches it."""
     try:
-        with HelperClient.from_config(PLUG_IN_DIR) as helper:
-            reply = helper.models()
+        private = HelperClient.from_config(PLUG_IN_DIR)
+        try:
+            # A warm helper answers at once; none is started only for this.
+            helper = warm_client(private, start=False) or private
+            with helper:
+                reply = helper.models()
+        except HelperError:
+            if helper is private:
+                raise
+            with private:
+                reply = private.models()
     except HelperError:
         return [(FALLBACK_MODEL, FALLBACK_MODEL)], FALLBACK_MODEL
     known = [(m["name"], m.get("title") or m["name"], m.get("installed"))
@@ -338,7 +347,7 @@ def run_one(procedure, run_mode, image, drawables, config, data):
     model, output, threads = chosen
 
     try:
-        with HelperSession(PLUG_IN_DIR, model, threads) as helper:
+        with HelperSession(PLUG_IN_DIR, model, threads, warm=True) as helper:
             jobs = plan(image, drawables)
             progress = Progress(len(jobs))
             masks_for(jobs, image, helper, progress, "")
@@ -371,7 +380,7 @@ def run_all(procedure, config, data):
 
     progress = Progress(sum(len(jobs) for _image, jobs in work))
     done = []
-    with HelperSession(PLUG_IN_DIR, model, threads) as helper:
+    with HelperSession(PLUG_IN_DIR, model, threads, warm=True) as helper:
         for number, (image, jobs) in enumerate(work, 1):
             where = _(" (image %d of %d)") % (number, len(work))
             try:

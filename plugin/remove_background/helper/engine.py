@@ -151,21 +151,25 @@ class Engine:
         self.input_type = np.float16 if inputs[0].type == "tensor(float16)" else np.float32
         self.output_name = outputs[index].name
 
-    def infer(self, tensor):
-        """Runs the model on a prepared (1, 3, h, w) tensor; returns only the chosen output."""
+    def infer(self, tensor, run_options=None):
+        """Runs the model on a prepared (1, 3, h, w) tensor; returns only the chosen output.
+
+        ``run_options``: onnxruntime.RunOptions; setting its ``terminate`` from another thread
+        stops the run (it raises) and leaves the session usable.
+        """
         feed = {self.input_name: tensor.astype(self.input_type, copy=False)}
         try:
-            return self.session.run([self.output_name], feed)[0]
+            return self.session.run([self.output_name], feed, run_options)[0]
         except Exception as error:  # a GPU out of memory, a driver failing mid-run
-            if self.provider == CPU_PROVIDER:
+            if self.provider == CPU_PROVIDER or (run_options is not None and run_options.terminate):
                 raise
             log("%s failed (%s); running %s on the CPU from now on"
                 % (self.provider, first_line(error), self.name))
             self.session = self._open([CPU_PROVIDER])
             self.provider = CPU_PROVIDER
-            return self.session.run([self.output_name], feed)[0]
+            return self.session.run([self.output_name], feed, run_options)[0]
 
-    def mask(self, pixels, depth=1, progress=None, refine=True, box=None):
+    def mask(self, pixels, depth=1, progress=None, refine=True, box=None, run_options=None):
         """(H, W, C) uint8 pixels, C in 1..4 -> (H, W) mask, uint8 or (depth 2) uint16.
 
         ``refine``: the model's mask refined to the photo's resolution with the photo as the
@@ -178,13 +182,14 @@ class Engine:
             raise ValueError("pixels must be (height, width, 1..4) uint8, got %s %s"
                              % (pixels.shape, pixels.dtype))
         if box is not None:
-            return in_box(pixels, box, depth, lambda part: self.mask(part, depth, progress, refine))
+            return in_box(pixels, box, depth,
+                          lambda part: self.mask(part, depth, progress, refine, run_options=run_options))
         height, width = pixels.shape[:2]
         report = progress or (lambda stage, fraction: None)
         report("preprocess", 0.0)
         tensor = preprocess.model_input(pixels, self.preprocess, self.threads)
         report("inference", 0.0)
-        output = self.infer(tensor)
+        output = self.infer(tensor, run_options)
         del tensor
         report("postprocess", 0.0)
         small = postprocess.mask_from_output(output, self.preprocess)

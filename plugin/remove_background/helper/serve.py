@@ -131,11 +131,14 @@ class Server:
             self.reply(protocol.error_message("internal", "%s: %s" % (type(error).__name__, error)))
 
     def hello(self, header, payload):
+        self.reply(self.hello_reply())
+
+    def hello_reply(self):
         import onnxruntime
 
-        self.reply({"op": "hello", "protocol": protocol.PROTOCOL_VERSION, "helper": version(),
-                    "python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
-                    "providers": onnxruntime.get_available_providers()})
+        return {"op": "hello", "protocol": protocol.PROTOCOL_VERSION, "helper": version(),
+                "python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
+                "providers": onnxruntime.get_available_providers()}
 
     def models(self, header, payload):
         # Cheap on purpose (GIMP asks while building its dialog): the registry only.
@@ -216,11 +219,16 @@ class Server:
 
         self.reply({"op": "progress", "stage": "received", "fraction": 1.0})
         pixels = np.frombuffer(payload, np.uint8).reshape(height, width, channels)
-        mask = self.engine.mask(pixels, depth, progress=self.progress_reporter(), refine=refine)
+        mask = self.engine.mask(pixels, depth, progress=self.progress_reporter(), refine=refine,
+                                run_options=self.run_options())
         del pixels, payload
         data = mask.astype("<u%d" % depth, copy=False).reshape(-1).view(np.uint8)
         self.reply({"op": "mask", "width": width, "height": height, "depth": depth,
                     "provider": self.engine.provider}, memoryview(data))
+
+    def run_options(self):
+        """The onnxruntime.RunOptions of one inference: none here (the warm helper's can be stopped)."""
+        return None
 
     def progress_reporter(self):
         last = {"stage": None, "time": 0.0}

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 
-from . import protocol
+from . import protocol, warm
 
 # What the helper's Python runs (python -m): the serve loop.
 SERVE_MODULE = "remove_background.helper.serve"
@@ -169,6 +169,7 @@ class HelperClient:
         self._stderr_thread = None
         # What helper.json says install.py installed (from_config), for check_versions.
         self.installed_version = None
+        self.config = {}            # helper.json, when made by from_config
 
     @classmethod
     def from_config(cls, plugin_dir):
@@ -194,6 +195,7 @@ class HelperClient:
         client = cls([python, "-m", SERVE_MODULE], env=config.get("env") or {},
                      host_spawn=config.get("host_spawn"))
         client.installed_version = config.get("version")
+        client.config = config
         if not client.host_spawn and not os.path.exists(python):
             raise HelperError(NOT_INSTALLED, "The helper's Python %s does not exist. %s"
                               % (python, INSTALL_HINT))
@@ -434,14 +436,20 @@ class HelperSession:
     Started on the first mask(), and its versions checked then; a helper that dies is
     reported (the HELPER_DIED error) and the next mask() starts a new one.  A helper that
     answered with an error stays: its model is still loaded.
+
+    With ``warm`` (GIMP's runs), the warm helper (wire/warm.py) is the session's helper where
+    it can be; when it cannot (none can run here, it is busy or stuck) or once it fails
+    mid-run, a helper of the session's own does the work, as without it, and that is said on
+    stderr only.
     """
 
-    def __init__(self, plugin_dir, model, threads=0, file=None, preprocess=None):
+    def __init__(self, plugin_dir, model, threads=0, file=None, preprocess=None, warm=False):
         """``plugin_dir`` holds helper.json; the rest is what HelperClient.load() takes."""
         self.plugin_dir = plugin_dir
         self.model = model
         self.threads = threads
         self.file, self.preprocess = file, preprocess
+        self.warm = warm
         self.client = None
 
     def __enter__(self):
@@ -451,8 +459,20 @@ class HelperSession:
         self.close()
 
     def _started(self, on_progress):
-        client = HelperClient.from_config(self.plugin_dir)
-        if on_progress is not None:
+        private = HelperClient.from_config(self.plugin_dir)
+        shared = warm_client(private) if self.warm else None
+        if shared is not None:
+            try:
+                return self._ready(shared, on_progress)
+            except HelperError as error:
+                if error.kind != HELPER_DIED:
+                    raise
+                self._without_warm(error)
+        return self._ready(private, on_progress)
+
+    def _ready(self, client, on_progress):
+        """``client`` started, checked and with the session's model loaded."""
+        if on_progress is not None and not (isinstance(client, WarmClient) and client.has_loaded(self.model)):
             on_progress("loading", 0.0)
         client.start()
         try:
@@ -463,20 +483,107 @@ class HelperSession:
             raise
         return client
 
+    def _without_warm(self, error):
+        warm.log("%s Going on with a helper of this run's own." % error.message)
+        self.warm = False
+
     def mask(self, width, height, channels, pixels, mask_depth=1, on_progress=None):
         """HelperClient.process() on this session's helper; ``on_progress`` also gets
-        ("loading", 0.0) when a helper has to be started first."""
+        ("loading", 0.0) when a helper has to be started (or a model loaded) first."""
         if self.client is None:
             self.client = self._started(on_progress)
         try:
             return self.client.process(width, height, channels, pixels,
                                        mask_depth=mask_depth, on_progress=on_progress)
         except HelperError as error:
-            if error.kind == HELPER_DIED:
-                self.client = None
-            raise
+            if error.kind != HELPER_DIED:
+                raise
+            failed, self.client = self.client, None
+            if not isinstance(failed, WarmClient):
+                raise
+            # The warm helper went (killed, its GIMP quit): this image again, with our own.
+            self._without_warm(error)
+        return self.mask(width, height, channels, pixels, mask_depth, on_progress)
 
     def close(self):
         client, self.client = self.client, None
         if client is not None:
             client.close()
+
+
+class WarmClient(HelperClient):
+    """The same requests, sent to a warm helper (wire/warm.py) over its socket.
+
+    A helper that dies or stops answering raises HELPER_DIED as a private one does; the
+    caller then goes on with a private helper.  cancel() hangs up: the warm helper abandons
+    the request and stays.
+    """
+
+    def __init__(self, connection):
+        super().__init__([], host_spawn=False)
+        self.connection = connection
+        self._process = connection
+
+    def start(self):
+        if self._process is None:
+            raise HelperError(HELPER_DIED, "The connection to the warm helper is closed.")
+
+    @property
+    def running(self):
+        return self._process is not None
+
+    @property
+    def pid(self):
+        return self.connection.pid
+
+    def stderr_tail(self, lines=STDERR_TAIL_LINES):
+        return ""
+
+    def has_loaded(self, model):
+        """Whether the warm helper had ``model`` loaded when this connection was made."""
+        return self.connection.hello["warm"].get("model") == model
+
+    def close(self):
+        if self._process is not None:
+            self._process = None
+            self._stopped = True
+            self.connection.close()
+
+    def cancel(self):
+        if self._process is not None:
+            self.connection.hang_up()
+        self.close()
+
+    def _died(self, what):
+        self.close()
+        return HelperError(HELPER_DIED, "The warm helper (pid %s) stopped answering (%s)."
+                           % (self.connection.pid, what))
+
+
+def warm_client(private, start=True):
+    """A WarmClient for the helper ``private`` (HelperClient.from_config) would start: the warm
+    helper running for it, else (``start``) a new one.  None, and why on stderr, when there is
+    none to be had: warm helpers are off, impossible here (Windows, Flatpak), busy or stuck.
+    """
+    idle = warm.idle_timeout(private.config)
+    if not idle or private.host_spawn or not warm.supported() or private.command[1:] != ["-m", SERVE_MODULE]:
+        return None
+    python = private.command[:1]
+    try:
+        path = warm.socket_path(warm.key(python, private.extra_env, private.installed_version))
+        try:
+            connection = warm.connect(path)
+        except warm.Unavailable:
+            if not start or warm.is_locked(path):    # one is running, but cannot serve us
+                raise
+            env = clean_environment()
+            env.update(private.extra_env)
+            # The plug-in's parent is GIMP: the warm helper goes when GIMP does.
+            connection = warm.start(python, env, path, idle, os.getppid())
+    except warm.Unavailable as why:
+        if start:
+            warm.log("no warm helper (%s): this run starts its own" % why)
+        return None
+    client = WarmClient(connection)
+    client.installed_version = private.installed_version     # for check_versions()
+    return client

@@ -28,6 +28,13 @@ Requests (GIMP side -> helper) and the replies they get:
 
 Any request may instead be answered with {"op": "error", "error": KIND, "message": TEXT};
 the helper then goes on serving.  The helper exits when its stdin reaches end of file.
+
+The warm helper (remove_background.helper.warm, see wire/warm.py) speaks the same protocol over a
+Unix socket, one connection per GIMP run and one connection at a time; its "hello" reply also
+has "warm": {"pid", "model", "threads", "idle_seconds", "idle_timeout", "gimp_pid",
+"executable"} ("model" null when none is loaded), and it knows one more request:
+  {"op": "quit"}   -> {"op": "quit"}, then it exits (install.py uses it)
+A connection made while it serves another is answered {"op": "error", "error": "busy"} and closed.
 """
 
 import json
@@ -50,6 +57,7 @@ ERROR_KINDS = (
     "model_missing",    # known, but not fetched yet
     "model_invalid",    # the file is there but onnxruntime cannot use it
     "out_of_memory",
+    "busy",             # the warm helper is serving another run (its socket only)
     "internal",
 )
 

@@ -57,10 +57,12 @@ with helper_config.replaced(dict(config, env={"REMOVE_BACKGROUND_MODELS": empty}
     attempt("model_missing")
 
 if PARAMS["can_kill"]:
-    # The wrapper says something on stderr first, so the helper has last words to report.
-    with helper_config.logging_wrapper():
-        attempt("helper_killed", killer="helper")
-    attempt("plug_in_killed", killer="plug-in")
+    # A run's own helper, as without a warm helper (warm_cases.py kills and cancels that one).
+    with helper_config.replaced(dict(config, warm_idle_seconds=0)):
+        # The wrapper says something on stderr first, so the helper has last words to report.
+        with helper_config.logging_wrapper():
+            attempt("helper_killed", killer="helper")
+        attempt("plug_in_killed", killer="plug-in")
 
 indexed = load(source("tests/fixtures/astronaut.png"))
 indexed.convert_indexed(Gimp.ConvertDitherType.NONE, Gimp.ConvertPaletteType.GENERATE,
