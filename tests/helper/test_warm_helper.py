@@ -19,7 +19,7 @@ import pytest
 from onnx import TensorProto, helper as onnx_helper
 
 from other_user import AS_NOBODY, NOBODY, python_for_anyone
-from onnx_models import model_dir, random_image, save, spec, split_model  # noqa: F401 (fixture)
+from onnx_models import random_image, save, spec, split_model
 from remove_background.wire import client, protocol, warm
 from remove_background.wire.client import HELPER_DIED, HelperClient, HelperError, WarmClient
 
@@ -30,7 +30,7 @@ GONE_WITHIN = 5.0
 
 
 @pytest.fixture(scope="module")
-def tiny_model(model_dir):  # noqa: F811
+def tiny_model(model_dir):
     return split_model(model_dir / "split_warm.onnx", 16, 12)
 
 
@@ -72,7 +72,7 @@ def constant_model(path, width, height, value):
 
 
 @pytest.fixture(scope="module")
-def slow(model_dir):  # noqa: F811
+def slow(model_dir):
     return slow_model(model_dir / "slow_warm.onnx")
 
 

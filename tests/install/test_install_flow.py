@@ -28,6 +28,7 @@ PLUGIN_FILES = {
     "remove_background/wire/__init__.py": "plugin/remove_background/wire/__init__.py",
     "remove_background/wire/protocol.py": "plugin/remove_background/wire/protocol.py",
     "remove_background/wire/client.py": "plugin/remove_background/wire/client.py",
+    "remove_background/wire/warm.py": "plugin/remove_background/wire/warm.py",
 }
 
 
