@@ -25,7 +25,7 @@ from support import (PARAMS, PROC_ALL, PROC_ONE, RESULTS, Gimp, load, run_proced
 import helper_config
 
 sys.path.insert(0, PARAMS["plugin_dir"])
-from remove_background.wire import client, warm  # noqa: E402  (the installed plug-in's own)
+from remove_background.wire import client, warm  # the installed plug-in's own
 
 MODEL = PARAMS.get("model", "isnet")
 RUNS = PARAMS.get("runs", 2)

@@ -26,7 +26,7 @@ from support import PARAMS, PROC_ALL, PROC_ONE, RESULTS, Gimp, digest, dump, loa
 import helper_config
 
 sys.path.insert(0, PARAMS["plugin_dir"])
-from remove_background.wire import warm  # noqa: E402  (the installed plug-in's own)
+from remove_background.wire import warm  # the installed plug-in's own
 
 MODEL = "isnet"
 CHELSEA = source("tests/fixtures/chelsea.png")
