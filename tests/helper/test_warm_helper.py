@@ -21,7 +21,7 @@ from onnx import TensorProto, helper as onnx_helper
 from other_user import AS_NOBODY, NOBODY, python_for_anyone
 from onnx_models import random_image, save, spec, split_model
 from remove_background.wire import client, protocol, warm
-from remove_background.wire.client import HELPER_DIED, HelperClient, HelperError, WarmClient
+from remove_background.wire.client import HELPER_DIED, HelperClient, HelperError, HelperSession, WarmClient
 
 pytestmark = pytest.mark.skipif(not warm.supported(), reason="no warm helper on %s" % sys.platform)
 
@@ -473,3 +473,26 @@ def test_bad_frames_on_the_socket_keep_it_serving(plugin_dir, tiny_model):
     assert protocol.read_message(connection.reader)[0]["error"] == "no_model"
     connection.close()
     assert client.warm_client(private(plugin_dir)).hello()["op"] == "hello"
+
+
+def test_a_session_goes_on_with_its_own_helper_when_the_warm_one_is_killed(plugin_dir, slow, capfd):
+    image = bytes(16 * 12 * 3)
+    with HelperSession(plugin_dir, "slow", threads=1, file=str(slow), preprocess=TINY, warm=True) as session:
+        expected = session.mask(16, 12, 3, image, 1, None)
+        assert isinstance(session.client, WarmClient)
+        warm_pid = session.client.pid
+
+        def kill_it(stage, fraction):
+            if stage == "inference" and isinstance(session.client, WarmClient):
+                os.kill(warm_pid, signal.SIGKILL)
+
+        assert session.mask(16, 12, 3, image, 1, kill_it) == expected       # no error: done again
+        assert not isinstance(session.client, WarmClient) and session.client.pid != warm_pid
+    assert "Going on with a helper of this run's own" in capfd.readouterr().err
+
+
+def test_a_session_without_warm_never_starts_one(plugin_dir, tiny_model):
+    with HelperSession(plugin_dir, "tiny", threads=1, file=str(tiny_model), preprocess=TINY) as session:
+        session.mask(16, 12, 3, bytes(16 * 12 * 3), 1, None)
+        assert not isinstance(session.client, WarmClient)
+    assert warm.running() == []

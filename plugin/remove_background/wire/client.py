@@ -449,7 +449,7 @@ class HelperSession:
         self.model = model
         self.threads = threads
         self.file, self.preprocess = file, preprocess
-        self.warm = warm
+        self.use_warm = warm
         self.client = None
 
     def __enter__(self):
@@ -460,7 +460,7 @@ class HelperSession:
 
     def _started(self, on_progress):
         private = HelperClient.from_config(self.plugin_dir)
-        shared = warm_client(private) if self.warm else None
+        shared = warm_client(private) if self.use_warm else None
         if shared is not None:
             try:
                 return self._ready(shared, on_progress)
@@ -485,7 +485,7 @@ class HelperSession:
 
     def _without_warm(self, error):
         warm.log("%s Going on with a helper of this run's own." % error.message)
-        self.warm = False
+        self.use_warm = False
 
     def mask(self, width, height, channels, pixels, mask_depth=1, on_progress=None):
         """HelperClient.process() on this session's helper; ``on_progress`` also gets
