@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 
+from ..wire import protocol
 from . import decontaminate as decontamination, fp32, optimized, postprocess, preprocess
 from . import refine as refinement
 from .parallel import max_threads
@@ -216,19 +217,14 @@ def decontaminate(pixels, alpha, workers=1):
     return decontamination.decontaminate(pixels, alpha, workers)
 
 
-BOX_MARGIN = 0.05       # of the box's longer side, on each side, for the model to see around it
-
-
 def box_region(width, height, box):
     """The part of a width x height photo the model sees for ``box`` (x, y, w, h): the box and
-    a margin, cut to the photo.  BoxError for a box that is empty or not inside the photo."""
-    x, y, w, h = (int(v) for v in box)
-    if w <= 0 or h <= 0:
-        raise BoxError("the box %d,%d,%d,%d is empty" % (x, y, w, h))
-    if x < 0 or y < 0 or x + w > width or y + h > height:
-        raise BoxError("the box %d,%d,%d,%d is not inside the %dx%d photo" % (x, y, w, h, width, height))
-    margin = int(round(BOX_MARGIN * max(w, h)))
-    return max(0, x - margin), max(0, y - margin), min(width, x + w + margin), min(height, y + h + margin)
+    a margin, cut to the photo (protocol.box_region, which GIMP's side uses too).  BoxError for
+    a box that is empty or not inside the photo."""
+    try:
+        return protocol.box_region(width, height, box)
+    except ValueError as error:
+        raise BoxError(str(error)) from None
 
 
 def in_box(pixels, box, depth, mask_of):

@@ -115,7 +115,8 @@ class Server:
 
     def handle(self, header, payload):
         op = header.get("op")
-        handlers = {"hello": self.hello, "models": self.models, "load": self.load, "process": self.process}
+        handlers = {"hello": self.hello, "models": self.models, "load": self.load, "process": self.process,
+                    "refine": self.refine}
         handler = handlers.get(op) if isinstance(op, str) else None
         try:
             if handler is None:
@@ -229,6 +230,46 @@ class Server:
     def run_options(self):
         """The onnxruntime.RunOptions of one inference: none here (the warm helper's can be stopped)."""
         return None
+
+    def refine(self, header, payload):
+        """A given mask (one painted by hand) snapped to the photo's edges and/or the photo's
+        colours decontaminated under it; needs no model."""
+        width = require_int(header, "width", 1)
+        height = require_int(header, "height", 1)
+        channels = require_int(header, "channels", 1)
+        if channels not in (1, 2, 3, 4):
+            raise RequestError("bad_request", "unsupported channel count %d (1 to 4)" % channels)
+        depth = require_int(header, "mask_depth", 1, 2, default=1)
+        options = {}
+        for key in ("snap", "decontaminate"):
+            options[key] = header.get(key, False)
+            if not isinstance(options[key], bool):
+                raise RequestError("bad_request", "%s must be true or false" % key)
+        expected = width * height * (channels + depth)
+        if len(payload) != expected:
+            raise RequestError("bad_size", "%dx%d pixels with %d channels and a %d-byte mask are %d bytes, not %d"
+                               % (width, height, channels, depth, expected, len(payload)))
+        import numpy as np
+
+        from . import decontaminate, snap
+
+        workers = self.engine.threads if self.engine is not None else (os.cpu_count() or 1)
+        report = self.progress_reporter()
+        report("received", 1.0)
+        split = width * height * channels
+        pixels = np.frombuffer(payload, np.uint8, split).reshape(height, width, channels)
+        mask = np.frombuffer(payload, "<u%d" % depth, width * height, split).reshape(height, width)
+        if options["snap"]:
+            report("postprocess", 0.0)
+            mask = snap.snap(pixels, mask, depth, workers=workers,
+                             progress=lambda fraction: report("postprocess", fraction))
+        parts = [mask.astype("<u%d" % depth, copy=False).reshape(-1).view(np.uint8)]
+        if options["decontaminate"]:
+            report("postprocess", 1.0)
+            parts.append(decontaminate.decontaminate(pixels, mask, workers).reshape(-1))
+        data = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        self.reply({"op": "refined", "width": width, "height": height, "depth": depth,
+                    "channels": channels}, memoryview(data))
 
     def progress_reporter(self):
         last = {"stage": None, "time": 0.0}

@@ -150,7 +150,7 @@ class WarmServer(serve.Server):
             self.quit = True
             self.reply({"op": "quit"})
             return
-        if header.get("op") in ("models", "load", "process"):
+        if header.get("op") in ("models", "load", "process", "refine"):
             self.worked = True
         super().handle(header, payload)
 

@@ -429,6 +429,25 @@ class HelperClient:
                               % (len(mask), expected))
         return mask
 
+    def refine(self, width, height, channels, pixels, mask, mask_depth=1, snap=False,
+               decontaminate=False, on_progress=None):
+        """Sends 8-bit pixels and a mask of the same size (one painted by hand); returns
+        (the mask, snapped to the photo's edges if ``snap``, else as sent;
+         the pixels with decontaminated colours if ``decontaminate``, else None)."""
+        size = int(width) * int(height)
+        pixels, mask = bytes(pixels), bytes(mask)
+        if len(pixels) != size * int(channels) or len(mask) != size * int(mask_depth):
+            raise HelperError("bad_size", "%dx%d pixels with %d channels and a %d-byte mask do not match "
+                              "%d and %d bytes" % (width, height, channels, mask_depth, len(pixels), len(mask)))
+        header = {"op": "refine", "width": int(width), "height": int(height), "channels": int(channels),
+                  "mask_depth": int(mask_depth), "snap": bool(snap), "decontaminate": bool(decontaminate)}
+        _reply, data = self._request(header, pixels + mask, on_progress=on_progress, expect="refined")
+        expected = size * int(mask_depth) + (size * int(channels) if decontaminate else 0)
+        if len(data) != expected:
+            raise HelperError("bad_size", "The helper sent %d bytes instead of %d." % (len(data), expected))
+        cut = size * int(mask_depth)
+        return data[:cut], (data[cut:] if decontaminate else None)
+
 
 class HelperSession:
     """One helper with one model loaded, shared by a whole run (every layer of every image).
@@ -444,7 +463,8 @@ class HelperSession:
     """
 
     def __init__(self, plugin_dir, model, threads=0, file=None, preprocess=None, warm=False):
-        """``plugin_dir`` holds helper.json; the rest is what HelperClient.load() takes."""
+        """``plugin_dir`` holds helper.json; the rest is what HelperClient.load() takes
+        (``model`` None: no model is loaded, for refine() only)."""
         self.plugin_dir = plugin_dir
         self.model = model
         self.threads = threads
@@ -477,7 +497,8 @@ class HelperSession:
         client.start()
         try:
             client.check_versions()
-            client.load(self.model, self.threads, file=self.file, preprocess=self.preprocess)
+            if self.model is not None:
+                client.load(self.model, self.threads, file=self.file, preprocess=self.preprocess)
         except BaseException:
             client.close()
             raise
@@ -487,14 +508,13 @@ class HelperSession:
         warm.log("%s Going on with a helper of this run's own." % error.message)
         self.use_warm = False
 
-    def mask(self, width, height, channels, pixels, mask_depth=1, on_progress=None):
-        """HelperClient.process() on this session's helper; ``on_progress`` also gets
-        ("loading", 0.0) when a helper has to be started (or a model loaded) first."""
+    def _on_helper(self, request, on_progress):
+        """request(client) on this session's helper, started first if need be; once more on a
+        helper of the session's own when the warm helper goes mid-request."""
         if self.client is None:
             self.client = self._started(on_progress)
         try:
-            return self.client.process(width, height, channels, pixels,
-                                       mask_depth=mask_depth, on_progress=on_progress)
+            return request(self.client)
         except HelperError as error:
             if error.kind != HELPER_DIED:
                 raise
@@ -503,7 +523,21 @@ class HelperSession:
                 raise
             # The warm helper went (killed, its GIMP quit): this image again, with our own.
             self._without_warm(error)
-        return self.mask(width, height, channels, pixels, mask_depth, on_progress)
+        return self._on_helper(request, on_progress)
+
+    def mask(self, width, height, channels, pixels, mask_depth=1, on_progress=None, refine=True):
+        """HelperClient.process() on this session's helper; ``on_progress`` also gets
+        ("loading", 0.0) when a helper has to be started (or a model loaded) first."""
+        return self._on_helper(lambda client: client.process(
+            width, height, channels, pixels, mask_depth=mask_depth, on_progress=on_progress,
+            refine=refine), on_progress)
+
+    def refine(self, width, height, channels, pixels, mask, mask_depth=1, snap=False,
+               decontaminate=False, on_progress=None):
+        """HelperClient.refine() on this session's helper (no model needed: ``model`` may be None)."""
+        return self._on_helper(lambda client: client.refine(
+            width, height, channels, pixels, mask, mask_depth=mask_depth, snap=snap,
+            decontaminate=decontaminate, on_progress=on_progress), on_progress)
 
     def close(self):
         client, self.client = self.client, None

@@ -24,7 +24,16 @@ Requests (GIMP side -> helper) and the replies they get:
       -> {"op": "progress", "stage": STAGE, "fraction": F}   (zero or more)
       -> {"op": "mask", "width": W, "height": H, "depth": 1|2, "provider": P, "size": W*H*depth}
          + the mask (0 = background; 16-bit values are little-endian); "provider" is the
-         one that ran (a GPU that fails mid-run is dropped for the CPU, said on stderr)
+         one that ran (a GPU that fails mid-run is dropped for the CPU, said on stderr);
+         optional "refine": false gives the model's mask stretched, not refined
+  {"op": "refine", "width": W, "height": H, "channels": 1|2|3|4, "mask_depth": 1|2,
+   "snap": BOOL, "decontaminate": BOOL, "size": W*H*(channels + mask_depth)}
+      + the 8-bit pixels, then the mask as it is (one painted by hand), W*H*mask_depth bytes
+      -> {"op": "refined", "width": W, "height": H, "depth": 1|2, "channels": C,
+          "size": W*H*depth (+ W*H*C with "decontaminate")}
+         + the mask (snapped to the photo's edges with "snap", else as sent), then with
+         "decontaminate" the pixels with the subject's estimated colour at the soft edges.
+         Needs no model.
 
 Any request may instead be answered with {"op": "error", "error": KIND, "message": TEXT};
 the helper then goes on serving.  The helper exits when its stdin reaches end of file.
@@ -46,6 +55,10 @@ MAX_HEADER_BYTES = 64 * 1024
 
 # Progress stages, in the order a "process" request goes through them.
 STAGES = ("received", "preprocess", "inference", "postprocess")
+
+# A box prompt (GIMP's selection, the command's --box) shows the model a margin around the box:
+# this much of the box's longer side on each side.
+BOX_MARGIN = 0.05
 
 # Error kinds a reply may carry.
 ERROR_KINDS = (
@@ -142,6 +155,19 @@ def read_message(stream):
     """Reads one message: returns (header, payload)."""
     header = read_header(stream)
     return header, read_payload(stream, header.get("size", 0))
+
+
+def box_region(width, height, box):
+    """(left, top, right, bottom): the part of a width x height photo the model sees for ``box``
+    (x, y, w, h): the box and its margin, cut to the photo.  ValueError for a box that is empty
+    or not inside the photo.  One definition for GIMP's selection and the command's --box."""
+    x, y, w, h = (int(v) for v in box)
+    if w <= 0 or h <= 0:
+        raise ValueError("the box %d,%d,%d,%d is empty" % (x, y, w, h))
+    if x < 0 or y < 0 or x + w > width or y + h > height:
+        raise ValueError("the box %d,%d,%d,%d is not inside the %dx%d photo" % (x, y, w, h, width, height))
+    margin = int(round(BOX_MARGIN * max(w, h)))
+    return max(0, x - margin), max(0, y - margin), min(width, x + w + margin), min(height, y + h + margin)
 
 
 def error_message(kind, message):
