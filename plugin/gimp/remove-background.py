@@ -42,6 +42,7 @@ from remove_background.wire.client import HelperClient, HelperError, HelperSessi
 
 PROC_ONE = "plug-in-remove-background"
 PROC_ALL = "plug-in-remove-background-all-images"
+PROC_REFINE = "plug-in-remove-background-refine-mask"
 
 # Offered when the helper cannot list its models (not installed yet), so that the
 # procedures still register; running them then says how to install the helper.
@@ -95,8 +96,7 @@ def helper_models():
                 reply = private.models()
     except HelperError:
         return [(FALLBACK_MODEL, FALLBACK_MODEL)], FALLBACK_MODEL
-    known = [(m["name"], m.get("title") or m["name"], m.get("installed"))
-             for m in reply.get("models", [])]
+    known = [(m["name"], model_title(m), m.get("installed")) for m in reply.get("models", [])]
     models = [(name, title) for name, title, installed in known if installed]
     models += [(name, _("%s (not downloaded)") % title) for name, title, installed in known if not installed]
     models = models or [(FALLBACK_MODEL, FALLBACK_MODEL)]
@@ -105,15 +105,46 @@ def helper_models():
     return models, default if default in names else names[0]
 
 
+def model_title(model):
+    """"ISNet (IMG.LY, fp16) - 88 MB, AGPL-3.0": what a photographer weighs when choosing."""
+    title = model.get("title") or model["name"]
+    facts = []
+    if isinstance(model.get("size"), int) and model["size"] > 0:
+        facts.append("%d MB" % round(model["size"] / 1e6))
+    if model.get("license"):
+        facts.append(str(model["license"]))
+    return "%s \u2013 %s" % (title, ", ".join(facts)) if facts else title
+
+
 # -- reading the image ----------------------------------------------------------------------
 
 class Job:
-    """One layer and the area of it (layer coordinates) that goes to the helper."""
+    """One layer and the area of it (layer coordinates) that goes to the helper.
 
-    def __init__(self, layer, x, y, width, height):
+    With a selection, ``box`` is the part of the layer under the selection's bounds: the
+    helper is sent that box and its margin (protocol.box_region, as the command's --box), and
+    keep_box() cuts the results down to the box.
+    """
+
+    def __init__(self, layer, x, y, width, height, box=None):
         self.layer = layer
         self.x, self.y, self.width, self.height = x, y, width, height
+        self.box = box
         self.mask = None
+        self.pixels = None          # what was sent (kept when colours are decontaminated)
+        self.channels = None
+        self.colours = None         # the decontaminated pixels, or None
+
+    def keep_box(self, depth):
+        if self.box is None:
+            return
+        bx, by, bw, bh = self.box
+        left, top = bx - self.x, by - self.y
+        self.mask = crop(self.mask, self.width, depth, left, top, left + bw, top + bh)
+        if self.pixels is not None:
+            self.pixels = crop(self.pixels, self.width, self.channels, left, top, left + bw, top + bh)
+        self.x, self.y, self.width, self.height = bx, by, bw, bh
+        self.box = None
 
 
 def layer_of(drawable):
@@ -157,7 +188,9 @@ def plan(image, drawables):
         if right <= left or bottom <= top:
             raise Failure(_("The selection does not touch the layer \"%s\".")
                           % layer.get_name())
-        jobs.append(Job(layer, left, top, right - left, bottom - top))
+        box = (left, top, right - left, bottom - top)
+        area_left, area_top, area_right, area_bottom = protocol.box_region(width, height, box)
+        jobs.append(Job(layer, area_left, area_top, area_right - area_left, area_bottom - area_top, box))
     return jobs
 
 
@@ -200,11 +233,76 @@ def write_mask(drawable, x, y, width, height, mask, depth):
     drawable.update(x, y, width, height)
 
 
+def rewrite_mask(mask, values, depth):
+    """Replaces the values of an existing layer mask, as an undo step (through its shadow buffer:
+    a plain buffer write would not be undone)."""
+    width, height = mask.get_width(), mask.get_height()
+    shadow = mask.get_shadow_buffer()
+    shadow.set(Gegl.Rectangle.new(0, 0, width, height), mask_format(mask, depth), values)
+    shadow.flush()
+    mask.merge_shadow(True)
+    mask.update(0, 0, width, height)
+
+
 def crop(mask, width, depth, left, top, right, bottom):
     """The part [left, right) x [top, bottom) of a mask that is ``width`` pixels wide."""
     row = width * depth
     return b"".join(mask[y * row + left * depth:y * row + right * depth]
                     for y in range(top, bottom))
+
+
+def write_pixels(layer, job):
+    """Writes the job's decontaminated colours into ``layer``, row by row only where they differ
+    from what was read: elsewhere a high-bit-depth layer keeps its own values."""
+    channels = job.channels
+    row = job.width * channels
+    buffer = layer.get_buffer()
+    for y in range(job.height):
+        old = job.pixels[y * row:(y + 1) * row]
+        new = job.colours[y * row:(y + 1) * row]
+        span = difference_span(old, new, channels)
+        if span is None:
+            continue
+        first, last = span
+        buffer.set(Gegl.Rectangle.new(job.x + first, job.y + y, last - first, 1),
+                   PIXEL_FORMATS[channels], new[first * channels:last * channels])
+    buffer.flush()
+    layer.update(job.x, job.y, job.width, job.height)
+
+
+def difference_span(old, new, unit):
+    """[first, last) pixels (of ``unit`` bytes) between the first and the last that differ; None
+    if none does.  By bisection on slices: compared in C, not byte by byte in Python."""
+    if old == new:
+        return None
+    low, high = 0, len(old)             # old[:low] == new[:low], old[:high] != new[:high]
+    while high - low > 1:
+        middle = (low + high) // 2
+        if old[:middle] == new[:middle]:
+            low = middle
+        else:
+            high = middle
+    first = low
+    low, high = 0, len(old)             # the same from the end
+    while high - low > 1:
+        middle = (low + high) // 2
+        if old[len(old) - middle:] == new[len(new) - middle:]:
+            low = middle
+        else:
+            high = middle
+    last = len(old) - low
+    return first // unit, (last + unit - 1) // unit
+
+
+def add_decontaminated_copy(image, layer, job):
+    """Photoshop's "New Layer with Layer Mask": a copy of the layer (with its mask) above it,
+    the estimated colours in it, and the original hidden."""
+    copy = layer.copy()
+    copy.set_name(_("%s (decontaminated)") % layer.get_name())
+    image.insert_layer(copy, layer.get_parent(), image.get_item_position(layer))
+    write_pixels(copy, job)
+    layer.set_visible(False)
+    return copy
 
 
 def apply_as_masks(image, jobs, depth, has_selection):
@@ -223,6 +321,8 @@ def apply_as_masks(image, jobs, depth, has_selection):
             # Black outside the selection, and faded where the selection is feathered.
             _ok, off_x, off_y = layer.get_offsets()
             mask.combine_masks(image.get_selection(), Gimp.ChannelOps.INTERSECT, -off_x, -off_y)
+        if job.colours is not None:
+            add_decontaminated_copy(image, layer, job)
 
 
 def apply_as_selection(image, jobs, depth, has_selection):
@@ -303,33 +403,61 @@ class Progress:
         self.show(_("applying"), 0.0)
 
 
-def masks_for(jobs, image, helper, progress, where):
+def check_decontaminable(jobs):
+    for job in jobs:
+        if isinstance(job.layer, Gimp.GroupLayer):
+            raise Failure(_("\"%s\" is a layer group: its colours cannot be decontaminated. "
+                            "Merge it first, or run without Decontaminate colours.")
+                          % job.layer.get_name())
+
+
+def masks_for(jobs, image, helper, progress, where, refine=True, decontaminate=False):
     """Runs the helper on every job of an image; the image is not touched."""
     depth = mask_depth(image)
+    if decontaminate:
+        check_decontaminable(jobs)
     for number, job in enumerate(jobs, 1):
         if len(jobs) > 1:
             progress.layer(where + _(", layer %d of %d") % (number, len(jobs)))
         else:
             progress.layer(where)
         channels, pixels = read_pixels(job)
-        job.mask = helper.mask(job.width, job.height, channels, pixels, depth, progress.helper)
+        job.mask = helper.mask(job.width, job.height, channels, pixels, depth, progress.helper,
+                               refine=refine)
+        if decontaminate:
+            job.channels, job.pixels = channels, pixels
+        job.keep_box(depth)
+        if decontaminate:
+            job.mask, job.colours = helper.refine(job.width, job.height, channels, job.pixels, job.mask,
+                                                  depth, decontaminate=True, on_progress=progress.helper)
         progress.layer_done()
 
 
+# What the dialogs show: "threads" stays an argument for scripts, not a photographer's choice.
+DIALOG_FIELDS = ("model", "output", "refine", "decontaminate")
+REFINE_DIALOG_FIELDS = ("snap", "decontaminate")
+
+
+def dialog_accepted(procedure, config, title, fields):
+    GimpUi.init(procedure.get_name())
+    dialog = GimpUi.ProcedureDialog.new(procedure, config, title)
+    dialog.fill(list(fields))
+    accepted = dialog.run()
+    dialog.destroy()
+    return accepted
+
+
 def settings(procedure, config, run_mode, title):
-    """The run's (model, output, threads), after the dialog when the run is interactive;
-    None when the dialog was cancelled."""
-    if run_mode == Gimp.RunMode.INTERACTIVE:
-        GimpUi.init(procedure.get_name())
-        dialog = GimpUi.ProcedureDialog.new(procedure, config, title)
-        dialog.fill(None)
-        accepted = dialog.run()
-        dialog.destroy()
-        if not accepted:
-            return None
+    """The run's {model, output, threads, refine, decontaminate}, after the dialog when the run
+    is interactive; None when the dialog was cancelled."""
+    if run_mode == Gimp.RunMode.INTERACTIVE and not dialog_accepted(procedure, config, title, DIALOG_FIELDS):
+        return None
     Gimp.progress_init(_("Removing background"))
-    return (config.get_property("model"), config.get_property("output"),
-            config.get_property("threads"))
+    chosen = {name: config.get_property(name)
+              for name in ("model", "output", "threads", "refine", "decontaminate")}
+    # Colours are decontaminated under a layer mask; a selection has no layer to put them in.
+    chosen["decontaminate"] = chosen["decontaminate"] and chosen["output"] == "mask"
+    return chosen
 
 
 def cancelled_values(procedure):
@@ -344,18 +472,17 @@ def run_one(procedure, run_mode, image, drawables, config, data):
     chosen = settings(procedure, config, run_mode, _("Remove Background"))
     if chosen is None:
         return cancelled_values(procedure)
-    model, output, threads = chosen
 
     try:
-        with HelperSession(PLUG_IN_DIR, model, threads, warm=True) as helper:
+        with HelperSession(PLUG_IN_DIR, chosen["model"], chosen["threads"], warm=True) as helper:
             jobs = plan(image, drawables)
             progress = Progress(len(jobs))
-            masks_for(jobs, image, helper, progress, "")
+            masks_for(jobs, image, helper, progress, "", chosen["refine"], chosen["decontaminate"])
     except (Failure, HelperError) as error:
         return error_values(procedure, str(error))
 
     try:
-        apply(image, jobs, output)
+        apply(image, jobs, chosen["output"])
     except GLib.Error as error:
         return error_values(procedure, _("GIMP could not apply the mask: %s") % error.message)
     Gimp.progress_update(1.0)
@@ -368,7 +495,6 @@ def run_all(procedure, config, data):
     chosen = settings(procedure, config, run_mode, _("Remove Background in All Open Images"))
     if chosen is None:
         return cancelled_values(procedure)
-    model, output, threads = chosen
 
     images = sorted(Gimp.get_images(), key=lambda image: image.get_id())
     work, failed = [], []
@@ -380,11 +506,15 @@ def run_all(procedure, config, data):
 
     progress = Progress(sum(len(jobs) for _image, jobs in work))
     done = []
-    with HelperSession(PLUG_IN_DIR, model, threads, warm=True) as helper:
+    with HelperSession(PLUG_IN_DIR, chosen["model"], chosen["threads"], warm=True) as helper:
         for number, (image, jobs) in enumerate(work, 1):
             where = _(" (image %d of %d)") % (number, len(work))
             try:
-                masks_for(jobs, image, helper, progress, where)
+                masks_for(jobs, image, helper, progress, where, chosen["refine"], chosen["decontaminate"])
+            except Failure as failure:
+                failed.append((image, str(failure)))
+                progress.done = sum(len(j) for _i, j in work[:number])
+                continue
             except HelperError as error:
                 failed.append((image, str(error)))
                 progress.done = sum(len(j) for _i, j in work[:number])
@@ -394,7 +524,7 @@ def run_all(procedure, config, data):
                     break
                 continue
             try:
-                apply(image, jobs, output)
+                apply(image, jobs, chosen["output"])
             except GLib.Error as error:
                 failed.append((image, _("GIMP could not apply the mask: %s") % error.message))
                 continue
@@ -413,6 +543,71 @@ def run_all(procedure, config, data):
     ])
 
 
+def run_refine(procedure, run_mode, image, drawables, config, data):
+    if run_mode == Gimp.RunMode.INTERACTIVE and not dialog_accepted(
+            procedure, config, _("Refine Layer Mask"), REFINE_DIALOG_FIELDS):
+        return cancelled_values(procedure)
+    snap, decontaminate = config.get_property("snap"), config.get_property("decontaminate")
+    if not (snap or decontaminate):
+        return error_values(procedure, _("Choose Snap edges to the photo, Decontaminate colours, or both."))
+    Gimp.progress_init(_("Refining the layer mask"))
+    depth = mask_depth(image)
+    try:
+        jobs = mask_jobs(image, drawables)
+        if decontaminate:
+            check_decontaminable(jobs)
+        progress = Progress(len(jobs))
+        with HelperSession(PLUG_IN_DIR, None, warm=True) as helper:
+            for job in jobs:
+                progress.layer("")
+                job.channels, job.pixels = read_pixels(job)
+                painted = read_mask(job.layer.get_mask(), depth)
+                job.mask, job.colours = helper.refine(job.width, job.height, job.channels, job.pixels, painted,
+                                                      depth, snap=snap, decontaminate=decontaminate,
+                                                      on_progress=progress.helper)
+                progress.layer_done()
+    except (Failure, HelperError) as error:
+        return error_values(procedure, str(error))
+    image.undo_group_start()
+    try:
+        for job in jobs:
+            if snap:
+                rewrite_mask(job.layer.get_mask(), job.mask, depth)
+            if decontaminate:
+                add_decontaminated_copy(image, job.layer, job)
+    except GLib.Error as error:
+        return error_values(procedure, _("GIMP could not change the layer: %s") % error.message)
+    finally:
+        image.undo_group_end()
+    Gimp.progress_update(1.0)
+    Gimp.displays_flush()
+    return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
+
+
+def mask_jobs(image, drawables):
+    """One job (the whole layer) per selected layer; Failure unless each has a layer mask."""
+    if image.get_base_type() == Gimp.ImageBaseType.INDEXED:
+        raise Failure(_("The image is indexed. Convert it with Image > Mode > RGB first."))
+    layers = []
+    for drawable in drawables:
+        layer = layer_of(drawable)
+        if layer is not None and layer not in layers:
+            layers.append(layer)
+    if not layers:
+        raise Failure(_("No layer is selected."))
+    for layer in layers:
+        if layer.get_mask() is None:
+            raise Failure(_("The layer \"%s\" has no layer mask. Run Remove Background first, or add "
+                            "one with Layer > Mask > Add Layer Mask.") % layer.get_name())
+    return [Job(layer, 0, 0, layer.get_width(), layer.get_height()) for layer in layers]
+
+
+def read_mask(mask, depth):
+    """A layer mask's values as they are stored (see mask_format), 8 or 16 bits a pixel."""
+    rect = Gegl.Rectangle.new(0, 0, mask.get_width(), mask.get_height())
+    return mask.get_buffer().get(rect, 1.0, mask_format(mask, depth), Gegl.AbyssPolicy.NONE)
+
+
 def summarize(done, failed):
     lines = [_("Remove Background: %d image(s) done, %d failed.") % (len(done), len(failed))]
     lines += ["  %s: done" % image_label(image) for image in done]
@@ -426,16 +621,34 @@ def add_arguments(procedure, models, default):
     choice = Gimp.Choice.new()
     for number, (name, title) in enumerate(models):
         choice.add(name, number, title, "")
-    procedure.add_choice_argument("model", _("_Model"), _("The model that finds the subject"),
+    procedure.add_choice_argument("model", _("_Model"),
+                                  _("The neural network that finds the subject, with its download size "
+                                    "and licence. It runs on this computer: nothing is uploaded."),
                                   choice, default, GObject.ParamFlags.READWRITE)
     output = Gimp.Choice.new()
     output.add("mask", 0, _("Layer mask"), _("Add the result as a layer mask"))
     output.add("selection", 1, _("Selection"), _("Replace the selection with the result"))
-    procedure.add_choice_argument("output", _("Out_put"), _("Where the result goes"),
+    procedure.add_choice_argument("output", _("Out_put"),
+                                  _("Layer mask: the background is hidden, the pixels stay as they are "
+                                    "(paint on the mask to correct it). Selection: the subject is selected."),
                                   output, "mask", GObject.ParamFlags.READWRITE)
+    procedure.add_boolean_argument("refine", _("Refine _edges"),
+                                   _("Follow the photo's own edges (hair, fur, outlines) at its full "
+                                     "resolution. Off: the model's mask, only stretched to the photo's size."),
+                                   True, GObject.ParamFlags.READWRITE)
+    add_decontaminate_argument(procedure)
     procedure.add_int_argument("threads", _("_Threads"),
                                _("CPU threads for the model (0: all cores)"),
                                0, 256, 0, GObject.ParamFlags.READWRITE)
+
+
+def add_decontaminate_argument(procedure):
+    procedure.add_boolean_argument("decontaminate", _("_Decontaminate colours"),
+                                   _("Remove the old background's colour from the semi-transparent "
+                                     "edge: adds a copy of the layer with the corrected colours and the "
+                                     "same mask above it, and hides the original (one undo step). "
+                                     "With Output: Layer mask only."),
+                                   False, GObject.ParamFlags.READWRITE)
 
 
 class RemoveBackground(Gimp.PlugIn):
@@ -443,7 +656,7 @@ class RemoveBackground(Gimp.PlugIn):
         return False
 
     def do_query_procedures(self):
-        return [PROC_ONE, PROC_ALL]
+        return [PROC_ONE, PROC_ALL, PROC_REFINE]
 
     def do_create_procedure(self, name):
         if name == PROC_ONE:
@@ -478,6 +691,31 @@ class RemoveBackground(Gimp.PlugIn):
             procedure.add_string_return_value("summary", _("Summary"),
                                               _("One line per image: done, or why not"),
                                               "", GObject.ParamFlags.READWRITE)
+        elif name == PROC_REFINE:
+            procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN,
+                                                run_refine, None)
+            procedure.set_image_types("*")
+            # GIMP has no "has a layer mask" sensitivity: a layer without one gets a message.
+            procedure.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE |
+                                           Gimp.ProcedureSensitivityMask.DRAWABLES)
+            procedure.set_menu_label(_("Refine _Layer Mask..."))
+            procedure.set_documentation(
+                _("Snap a layer mask painted by hand to the photo's edges, or decontaminate its colours"),
+                _("Works on the layer mask as it is now (for example, the one Remove Background "
+                  "made, then corrected with a brush): snaps its edges onto the edges of the "
+                  "photo, and/or adds a copy of the layer above it with the old background's "
+                  "colour removed from the semi-transparent edge. One undo step."),
+                name)
+            procedure.add_boolean_argument("snap", _("_Snap edges to the photo"),
+                                           _("Move the mask's edges onto the photo's nearby edges (within "
+                                             "a few tens of pixels), so that a rough brush stroke follows "
+                                             "the outline or the hair. Rewrites the mask; the pixels stay."),
+                                           True, GObject.ParamFlags.READWRITE)
+            add_decontaminate_argument(procedure)
+            procedure.add_menu_path("<Image>/Filters")
+            procedure.set_attribution("Remove Background for GIMP contributors",
+                                      "GPL-3.0-or-later", "2025")
+            return procedure
         else:
             return None
         procedure.add_menu_path("<Image>/Filters")

@@ -36,7 +36,20 @@ def test_the_dialog_appears_and_its_choice_is_used(run):
 def test_repeat_uses_the_last_values(run):
     results, _run_dir, last = run
     assert results["repeat"] == {"status": "success", "selection": True, "mask": False}
-    assert '(output "selection")' in last.read_text()
+    remembered = last.read_text()
+    assert '(output "selection")' in remembered
+    assert "(refine no)" in remembered            # the toggle the driver turned off
+
+
+def test_the_dialog_shows_no_threads_field(run):
+    # The driver pressed Alt+T and typed 3: with a Threads field in the dialog, 3 threads would
+    # have been remembered; the other options are all there.
+    _results, run_dir, last = run
+    remembered = last.read_text()
+    assert "(threads 0)" in remembered, remembered
+    assert "(decontaminate no)" in remembered and "(refine no)" in remembered
+    width, height = Image.open(run_dir / "dialog.png").size
+    assert height < 400, "a taller dialog than Model, Output and two toggles need"
 
 
 def test_a_script_gets_the_defaults(run):

@@ -9,12 +9,11 @@
 
 import json
 import os
-import re
 import subprocess
 import sys
-import time
 
 from support import PARAMS, PROC_ONE, RESULTS, Gimp, digest, load, pixels, run_procedure, source
+from window import undo_once_in_the_window
 
 DRIVER = os.path.join(PARAMS["in_gimp"], "dialog_driver.py")
 
@@ -46,44 +45,10 @@ RESULTS["repeat"] = run(Gimp.RunMode.WITH_LAST_VALS, photo())
 RESULTS["defaults"] = run(Gimp.RunMode.NONINTERACTIVE, photo())
 
 
-def xdotool(*arguments):
-    return subprocess.run(["xdotool"] + list(arguments), stdout=subprocess.PIPE,
-                          stderr=subprocess.DEVNULL, timeout=30).stdout.decode()
-
-
 def layer_state(layer):
     mask = layer.get_mask()
     return {"pixels": digest(pixels(layer)),
             "mask": digest(pixels(mask)) if mask is not None else None}
-
-
-def undo_once_in_the_window(image):
-    """Presses Ctrl+Z once in the image's window; returns the layer's state afterwards."""
-    layer = image.get_layers()[0]
-    filtered = layer_state(layer)
-    Gimp.displays_flush()
-    # The window's title names the image by its ID: "[Untitled]-ID.VIEW (...) – GIMP".
-    title = re.compile(r"-%d\.[0-9]+ \(" % image.get_id())
-    window, names = None, []
-    deadline = time.monotonic() + 60
-    while window is None and time.monotonic() < deadline:
-        names = [(found, xdotool("getwindowname", found).strip())
-                 for found in xdotool("search", "--name", ".").split()]
-        window = next((found for found, name in names if title.search(name)), None)
-        time.sleep(0.3)
-    report = {"window": window is not None}
-    if window is None:   # what there is instead, for the failure message
-        report["windows"] = [name for _found, name in names]
-    else:
-        xdotool("windowfocus", "--sync", window)
-        time.sleep(1.0)
-        xdotool("key", "--clearmodifiers", "ctrl+z")
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and layer_state(layer) == filtered:
-            time.sleep(0.2)
-        time.sleep(1.0)   # anything more the one key press did has arrived by now
-    report["after"] = layer_state(layer)
-    return report
 
 
 image = photo()
@@ -95,5 +60,5 @@ Gimp.displays_flush()
 before = layer_state(layer)
 status, message, _values = run_procedure(PROC_ONE, image, [layer])
 undo = {"status": status, "message": message, "before": before, "filtered": layer_state(layer)}
-undo.update(undo_once_in_the_window(image))
+undo.update(undo_once_in_the_window(image, lambda image: layer_state(image.get_layers()[0])))
 RESULTS["undo"] = undo

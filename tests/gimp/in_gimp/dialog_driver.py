@@ -3,8 +3,9 @@
     python3 dialog_driver.py OUT_FOLDER
 
 Waits for the "Remove Background" dialog, screenshots it, picks Output: Selection with the
-keyboard (Alt+P focuses the Output list, Down picks its next entry), screenshots it again and
-presses OK (Alt+O).  Writes what it did to OUT_FOLDER/driver.json.
+keyboard (Alt+P focuses the Output list, Down picks its next entry), turns Refine edges off
+(Alt+E), presses Alt+T and types 3 (which would set Threads, were it in the dialog: it must not
+be), screenshots it again and presses OK (Alt+O).  Writes what it did to OUT_FOLDER/driver.json.
 
 No fixed pause decides anything: it waits for the dialog to stop changing on the screen
 before the first key, and for the Down key to show before OK, however slow the machine.
@@ -69,6 +70,9 @@ def main(out):
         xdotool("key", "alt+p")
         xdotool("key", "Down")
         report["choice_shown"] = wait_until_changed(window, before)
+        xdotool("key", "alt+e")
+        xdotool("key", "alt+t")
+        xdotool("key", "3")
         with open(os.path.join(out, "dialog-selection.png"), "wb") as handle:
             handle.write(wait_until_still(window))
         xdotool("key", "alt+o")
