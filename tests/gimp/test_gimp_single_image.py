@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from gimp_runs import cli_masks, load_raw, run_gimp_script
+from remove_background.wire import protocol
 
 MASKED_CASES = ("rgb", "offset", "grey", "grey_alpha", "u16", "float", "replace", "selection",
                 "group")
@@ -142,12 +143,16 @@ def test_a_selection_limits_the_area_and_the_mask(run):
     case = succeeded(results, "selection")
     only_the_mask_changed(case)
     x1, y1, x2, y2 = case["bounds"]
-    assert case["in_size"] == [x2 - x1, y2 - y1] and (x2 - x1) * (y2 - y1) < 451 * 300
+    # The bounds and a margin went to the model, as the command's --box does (protocol.box_region).
+    left, top, right, bottom = protocol.box_region(451, 300, (x1, y1, x2 - x1, y2 - y1))
+    assert case["in_size"] == [right - left, bottom - top] and (right - left) * (bottom - top) < 451 * 300
+    assert (left, top) < (x1, y1)
     selection = load_raw(run_dir / case["selection_mask"], 451, 300, 1)
     found = mask(run, "selection")
     assert not found[selection == 0].any(), "the mask is not black outside the selection"
     expected = np.zeros_like(found)
-    expected[y1:y2, x1:x2] = np.minimum(cli["selection"], selection[y1:y2, x1:x2])
+    expected[y1:y2, x1:x2] = np.minimum(cli["selection"][y1 - top:y2 - top, x1 - left:x2 - left],
+                                        selection[y1:y2, x1:x2])
     assert max_difference(found, expected) <= 1
 
 
@@ -172,7 +177,9 @@ def test_output_as_selection_within_a_selection(run):
     old = load_raw(run_dir / case["old_selection"], 451, 300, 1)
     found = load_raw(run_dir / case["selection_mask"], 451, 300, 1)
     expected = np.zeros_like(found)
-    expected[y1:y2, x1:x2] = np.minimum(cli["selection_as_selection"], old[y1:y2, x1:x2])
+    left, top, _right, _bottom = protocol.box_region(451, 300, (x1, y1, x2 - x1, y2 - y1))
+    expected[y1:y2, x1:x2] = np.minimum(
+        cli["selection_as_selection"][y1 - top:y2 - top, x1 - left:x2 - left], old[y1:y2, x1:x2])
     assert max_difference(found, expected) <= 1
 
 

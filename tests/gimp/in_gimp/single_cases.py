@@ -7,6 +7,7 @@ sent (8-bit), "mask" = the layer mask read back linear, "alpha" = the image comp
 
 import importlib.util
 import os
+import sys
 
 from support import (Gimp, Gegl, PARAMS, PROC_ONE, RESULTS, digest, dump, load, pixels,
                      run_procedure, source, state)
@@ -110,14 +111,23 @@ layer.add_mask(old)
 image.clean_all()
 run_case("replace", image, layer, "R'G'B' u8")
 
-# A selection: only its bounds go to the model, and the mask is black outside it.
+def sent_for(x1, y1, x2, y2):
+    """What goes to the model for a selection's bounds: the box and its margin, as for --box."""
+    sys.path.insert(0, PARAMS["plugin_dir"])
+    from remove_background.wire import protocol
+
+    left, top, right, bottom = protocol.box_region(451, 300, (x1, y1, x2 - x1, y2 - y1))
+    return left, top, right - left, bottom - top
+
+
+# A selection: only its bounds (and a margin) go to the model, and the mask is black outside it.
 # An ellipse, so that "outside the selection" differs from "outside its bounds".
 image = load(CHELSEA)
 layer = image.get_layers()[0]
 image.select_ellipse(Gimp.ChannelOps.REPLACE, 40, 10, 330, 280)
 _ok, _non_empty, x1, y1, x2, y2 = Gimp.Selection.bounds(image)
 image.clean_all()
-run_case("selection", image, layer, "R'G'B' u8", sent_rect=(x1, y1, x2 - x1, y2 - y1))
+run_case("selection", image, layer, "R'G'B' u8", sent_rect=sent_for(x1, y1, x2, y2))
 RESULTS["selection"]["bounds"] = [x1, y1, x2, y2]
 RESULTS["selection"]["selection_mask"] = dump("selection.selection",
                                               pixels(image.get_selection(), "Y u8"))
@@ -135,7 +145,7 @@ layer = image.get_layers()[0]
 image.select_ellipse(Gimp.ChannelOps.REPLACE, 40, 10, 330, 280)
 _ok, _non_empty, x1, y1, x2, y2 = Gimp.Selection.bounds(image)
 old_selection = pixels(image.get_selection(), "Y u8")
-run_case("selection_as_selection", image, layer, "R'G'B' u8", sent_rect=(x1, y1, x2 - x1, y2 - y1),
+run_case("selection_as_selection", image, layer, "R'G'B' u8", sent_rect=sent_for(x1, y1, x2, y2),
          output="selection")
 RESULTS["selection_as_selection"].update(
     bounds=[x1, y1, x2, y2], old_selection=dump("selection_as_selection.old", old_selection),
