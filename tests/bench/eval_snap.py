@@ -17,8 +17,8 @@ from PIL import Image, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from eval_edges import load_set, photo_sets, scores  # noqa: E402
-from remove_background.helper import refine, snap  # noqa: E402
+from eval_edges import load_set, photo_sets, scores
+from remove_background.helper import refine, snap
 
 OFFSETS = (-12, -6, 6, 12)
 SOFT = 8                # the soft brush's blur radius (of a 1000-px long side)

@@ -10,7 +10,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from needs import FIXTURES, ROOT  # noqa: E402
+from needs import FIXTURES, ROOT
 
 PICTURES = {True: ROOT / "docs" / "edge-refined.png", False: ROOT / "docs" / "edge-not-refined.png"}
 # The cat enlarged 4x (1804 x 1200): the model's 1024² mask is stretched, as on a real big photo.
