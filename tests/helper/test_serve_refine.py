@@ -1,12 +1,13 @@
 """The helper's "refine" request over real pipes: a painted mask snapped, colours decontaminated."""
 
+import json
 import sys
 
 import numpy as np
 import pytest
 
-from remove_background.helper import decontaminate, snap
-from remove_background.wire.client import HelperClient, HelperError
+from remove_background.helper import decontaminate, snap, version
+from remove_background.wire.client import HelperClient, HelperError, HelperSession
 
 SERVE = [sys.executable, "-m", "remove_background.helper.serve"]
 WIDTH, HEIGHT, EDGE = 300, 200, 150
@@ -50,3 +51,11 @@ def test_sixteen_bit_masks_and_bad_sizes():
         assert error.value.kind == "bad_size"
         # The helper is still there and in step.
         assert helper.hello()["protocol"]
+
+
+def test_a_session_with_no_model_refines(tmp_path):
+    (tmp_path / "helper.json").write_text(json.dumps({"python": sys.executable, "version": version()}))
+    photo, mask = photo_and_painted_mask()
+    with HelperSession(tmp_path, None) as session:
+        snapped, _ = session.refine(WIDTH, HEIGHT, 3, photo.tobytes(), mask.tobytes(), snap=True)
+    assert snapped == snap.snap(photo, mask).tobytes()

@@ -496,3 +496,17 @@ def test_a_session_without_warm_never_starts_one(plugin_dir, tiny_model):
         session.mask(16, 12, 3, bytes(16 * 12 * 3), 1, None)
         assert not isinstance(session.client, WarmClient)
     assert warm.running() == []
+
+
+def test_refine_layer_mask_runs_on_the_warm_helper_without_a_model(plugin_dir):
+    from remove_background.helper import snap
+
+    x = np.arange(64)
+    photo = np.broadcast_to(np.where(x[None, :, None] < 30, [200, 150, 70], [30, 160, 40]),
+                            (48, 64, 3)).astype(np.uint8).copy()
+    painted = np.broadcast_to(np.where(x < 36, 255, 0).astype(np.uint8), (48, 64)).copy()
+    with HelperSession(plugin_dir, None, warm=True) as session:
+        mask, colours = session.refine(64, 48, 3, photo.tobytes(), painted.tobytes(), snap=True)
+        assert isinstance(session.client, WarmClient) and colours is None
+    assert mask == snap.snap(photo, painted).tobytes()
+    assert mask != painted.tobytes()
