@@ -49,6 +49,23 @@ def require_int(header, key, low, high=None, default=None):
     return value
 
 
+def require_bool(header, key, default):
+    value = header.get(key, default)
+    if not isinstance(value, bool):
+        raise RequestError("bad_request", "%s must be true or false" % key)
+    return value
+
+
+def image_fields(header):
+    """(width, height, channels, mask depth) of a request that carries an image."""
+    width = require_int(header, "width", 1)
+    height = require_int(header, "height", 1)
+    channels = require_int(header, "channels", 1)
+    if channels not in (1, 2, 3, 4):
+        raise RequestError("bad_request", "unsupported channel count %d (1 to 4)" % channels)
+    return width, height, channels, require_int(header, "mask_depth", 1, 2, default=1)
+
+
 class Server:
     def __init__(self, stdin, stdout):
         self.stdin = stdin
@@ -201,15 +218,8 @@ class Server:
                 "threads": self.engine.threads, "seconds": round(seconds, 3)}
 
     def process(self, header, payload):
-        width = require_int(header, "width", 1)
-        height = require_int(header, "height", 1)
-        channels = require_int(header, "channels", 1)
-        if channels not in (1, 2, 3, 4):
-            raise RequestError("bad_request", "unsupported channel count %d (1 to 4)" % channels)
-        depth = require_int(header, "mask_depth", 1, 2, default=1)
-        refine = header.get("refine", True)
-        if not isinstance(refine, bool):
-            raise RequestError("bad_request", "refine must be true or false")
+        width, height, channels, depth = image_fields(header)
+        refine = require_bool(header, "refine", True)
         expected = width * height * channels
         if len(payload) != expected:
             raise RequestError("bad_size", "%dx%d pixels with %d channels are %d bytes, not %d"
@@ -234,17 +244,8 @@ class Server:
     def refine(self, header, payload):
         """A given mask (one painted by hand) snapped to the photo's edges and/or the photo's
         colours decontaminated under it; needs no model."""
-        width = require_int(header, "width", 1)
-        height = require_int(header, "height", 1)
-        channels = require_int(header, "channels", 1)
-        if channels not in (1, 2, 3, 4):
-            raise RequestError("bad_request", "unsupported channel count %d (1 to 4)" % channels)
-        depth = require_int(header, "mask_depth", 1, 2, default=1)
-        options = {}
-        for key in ("snap", "decontaminate"):
-            options[key] = header.get(key, False)
-            if not isinstance(options[key], bool):
-                raise RequestError("bad_request", "%s must be true or false" % key)
+        width, height, channels, depth = image_fields(header)
+        options = {key: require_bool(header, key, False) for key in ("snap", "decontaminate")}
         expected = width * height * (channels + depth)
         if len(payload) != expected:
             raise RequestError("bad_size", "%dx%d pixels with %d channels and a %d-byte mask are %d bytes, not %d"
