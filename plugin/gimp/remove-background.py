@@ -651,6 +651,15 @@ def add_decontaminate_argument(procedure):
                                    False, GObject.ParamFlags.READWRITE)
 
 
+def image_procedure(plug_in, name, run):
+    """A procedure on the selected layer(s) of an image of any type."""
+    procedure = Gimp.ImageProcedure.new(plug_in, name, Gimp.PDBProcType.PLUGIN, run, None)
+    procedure.set_image_types("*")
+    procedure.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE |
+                                   Gimp.ProcedureSensitivityMask.DRAWABLES)
+    return procedure
+
+
 class RemoveBackground(Gimp.PlugIn):
     def do_set_i18n(self, name):
         return False
@@ -660,11 +669,7 @@ class RemoveBackground(Gimp.PlugIn):
 
     def do_create_procedure(self, name):
         if name == PROC_ONE:
-            procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN,
-                                                run_one, None)
-            procedure.set_image_types("*")
-            procedure.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE |
-                                           Gimp.ProcedureSensitivityMask.DRAWABLES)
+            procedure = image_procedure(self, name, run_one)
             procedure.set_menu_label(_("Remove _Background..."))
             procedure.set_documentation(
                 _("Mask out the background of the selected layers"),
@@ -692,12 +697,8 @@ class RemoveBackground(Gimp.PlugIn):
                                               _("One line per image: done, or why not"),
                                               "", GObject.ParamFlags.READWRITE)
         elif name == PROC_REFINE:
-            procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN,
-                                                run_refine, None)
-            procedure.set_image_types("*")
             # GIMP has no "has a layer mask" sensitivity: a layer without one gets a message.
-            procedure.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE |
-                                           Gimp.ProcedureSensitivityMask.DRAWABLES)
+            procedure = image_procedure(self, name, run_refine)
             procedure.set_menu_label(_("Refine _Layer Mask..."))
             procedure.set_documentation(
                 _("Snap a layer mask painted by hand to the photo's edges, or decontaminate its colours"),
@@ -712,17 +713,15 @@ class RemoveBackground(Gimp.PlugIn):
                                              "the outline or the hair. Rewrites the mask; the pixels stay."),
                                            True, GObject.ParamFlags.READWRITE)
             add_decontaminate_argument(procedure)
-            procedure.add_menu_path("<Image>/Filters")
-            procedure.set_attribution("Remove Background for GIMP contributors",
-                                      "GPL-3.0-or-later", "2025")
-            return procedure
         else:
             return None
         procedure.add_menu_path("<Image>/Filters")
         procedure.set_attribution("Remove Background for GIMP contributors",
                                   "GPL-3.0-or-later", "2025")
-        models, default = helper_models()
-        add_arguments(procedure, models, default)
+        if name != PROC_REFINE:
+            # Refine Layer Mask needs no model: no helper is started to list them.
+            models, default = helper_models()
+            add_arguments(procedure, models, default)
         return procedure
 
 
