@@ -28,8 +28,6 @@ sys.path.insert(0, PLUG_IN_DIR)
 import gi
 gi.require_version('Gimp', '3.0')
 from gi.repository import Gimp
-gi.require_version('GimpUi', '3.0')
-from gi.repository import GimpUi
 gi.require_version('Gegl', '0.4')
 from gi.repository import Gegl
 gi.require_version('Babl', '0.1')
@@ -439,6 +437,10 @@ REFINE_DIALOG_FIELDS = ("snap", "decontaminate")
 
 
 def dialog_accepted(procedure, config, title, fields):
+    # Imported here: GimpUi brings GTK, which a run without a dialog (a script, Repeat) never needs.
+    gi.require_version('GimpUi', '3.0')
+    from gi.repository import GimpUi
+
     GimpUi.init(procedure.get_name())
     dialog = GimpUi.ProcedureDialog.new(procedure, config, title)
     dialog.fill(list(fields))

@@ -69,7 +69,7 @@ def main(argv):
         work = Path(work)
         fp16_path = model_fetch.installed_path("isnet")
         fp32_path = work / "isnet-fp32.onnx"
-        fp32_path.write_bytes(fp32.cpu_form(fp16_path))
+        fp32_path.write_bytes(fp32.cpu_form(fp16_path, spec["output_index"]))
         if args.derive:
             print("deriving isnet-int8 in a temporary cache:")
             int8_path, derive_seconds = derive_afresh(work / "cache")

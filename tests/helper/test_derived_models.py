@@ -109,6 +109,55 @@ def test_the_graph_saved_for_the_cpu_is_made_from_the_fp32_form(tmp_path):
         assert np.abs(runner.mask(pixels, refine=False).astype(int) - plain).max() <= 1
 
 
+def side_outputs_model(path):
+    """fp32, ISNet's layout in small: input -> Conv -> Relu "r1" -> Conv -> Sigmoid "output", and
+    "side" (a Conv of r1 and a Sigmoid) also a graph output; r1 is one too, and read by others."""
+    rng = np.random.default_rng(3)
+    weights = [numpy_helper.from_array((rng.standard_normal(shape) * 0.4).astype(np.float32), name)
+               for name, shape in (("w1", (8, 3, 3, 3)), ("w2", (1, 8, 3, 3)), ("w3", (1, 8, 1, 1)))]
+    nodes = [helper.make_node("Conv", ["input", "w1"], ["h1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["h1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["h2"], pads=[1, 1, 1, 1]),
+             helper.make_node("Sigmoid", ["h2"], ["output"]),
+             helper.make_node("Conv", ["r1", "w3"], ["h3"]),
+             helper.make_node("Sigmoid", ["h3"], ["side"])]
+    outputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, channels, SIZE, SIZE])
+               for name, channels in (("output", 1), ("side", 1), ("r1", 8))]
+    graph = helper.make_graph(nodes, "side_outputs", [helper.make_tensor_value_info(
+        "input", TensorProto.FLOAT, [1, 3, SIZE, SIZE])], outputs, initializer=weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_the_cpu_form_computes_only_the_output_used(tmp_path):
+    path = side_outputs_model(tmp_path / "sides.onnx")
+    tensor = photo_tensor()
+    original = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": tensor})
+    for index in (0, 1):
+        form = onnx.ModelProto.FromString(fp32.cpu_form(path, index))
+        onnx.checker.check_model(form)
+        assert [o.name for o in form.graph.output] == ["output", "side", "r1"]     # numbers kept
+        got = onnxruntime.InferenceSession(form.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+            None, {"input": tensor})
+        np.testing.assert_array_equal(got[index], original[index])
+        other = 1 - index
+        assert got[other].size == 1 and original[other].size == SIZE * SIZE       # not computed
+        np.testing.assert_array_equal(got[2], original[2])     # read by other nodes: computed anyway
+    # The engine's saved graph is of the output its preprocessing names, one graph for each.
+    pixels = fixture_pixels()
+    for index in (0, 1):
+        preprocess = spec(input_size=[SIZE, SIZE], output_index=index)
+        plain = engine.Engine(path, preprocess, threads=1).mask(pixels, refine=False)
+        for _start in range(2):             # saving the graph, then opening it
+            saved = engine.Engine(path, preprocess, threads=1, optimized_dir=tmp_path / "derived",
+                                  identity="sha256:sides")
+            np.testing.assert_array_equal(saved.mask(pixels, refine=False), plain)
+        assert saved.opened != str(path)
+    assert len([p for p in (tmp_path / "derived").iterdir() if p.suffix == ".onnx"]) == 2
+
+
 # -- int8 models derived through model_fetch -----------------------------------------------------
 
 RECIPE = {"kind": "int8", "method": "percentile", "percentile": 99.999, "op_types": ["Conv"], "float": [],

@@ -79,8 +79,11 @@ class Engine:
         started = time.monotonic()
         self.opened = self.path                 # or the saved optimised graph
         if optimized_dir is not None and identity and wanted == [CPU_PROVIDER]:
+            # The saved graph computes only the output used: one for another output is another graph.
+            index = self.preprocess["output_index"]
+            form_identity = identity if index == 0 else "%s output %d" % (identity, index)
             self.session, self.opened = optimized.open_session(
-                self.path, identity, Path(optimized_dir), self.session_options,
+                self.path, form_identity, Path(optimized_dir), self.session_options,
                 lambda options: self._open([CPU_PROVIDER], options), log,
                 open_for_saving=lambda options: self._open([CPU_PROVIDER], options, source=self._cpu_form()))
         else:
@@ -123,9 +126,9 @@ class Engine:
                                  % (self.name, self.path, first_line(error))) from None
 
     def _cpu_form(self):
-        """The model as the CPU runs it best: fp16 weights turned fp32 (see fp32.py), or None."""
+        """The model as the CPU runs it best (fp32 weights, only the output used: see fp32.py), or None."""
         try:
-            return fp32.cpu_form(self.path)
+            return fp32.cpu_form(self.path, self.preprocess["output_index"])
         except Exception as error:  # noqa: BLE001 - onnx's parser on a damaged file: onnxruntime then says why
             log("could not convert %s to fp32 (%s); using it as it is" % (self.name, first_line(error)))
             return None

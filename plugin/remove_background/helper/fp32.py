@@ -1,4 +1,4 @@
-"""An fp16 ONNX model turned into the same graph with fp32 weights.
+"""The form of an ONNX model the CPU runs best: fp16 weights made fp32, unused outputs not computed.
 
 onnxruntime's CPU provider has no fp16 convolution: on an fp16 model it runs a Cast before and
 after every one (ISNet: 1.87 s per 1024² run, 1.66 s in fp32 with the same masks).  Here every
@@ -6,6 +6,11 @@ fp16 initializer and Constant becomes fp32 and every Cast to fp16 a Cast to fp32
 onnxruntime then drops as a no-op); the shape annotations (value_info) go, since they name fp16.
 The nodes are also put in topological order (IMG.LY's file has its Casts at the end), as ONNX
 requires and onnx's shape inference, which quantisation relies on, needs.
+
+onnxruntime also computes every output of a graph, asked for or not: ISNet's five side outputs
+(each a convolution, a resize to 1024² and a sigmoid) cost 3-8 % of its run, and the engine uses
+one output.  In the CPU form the others are one-element constants, so that output numbers stay
+those of the model file (the registry's output_index) and the side branches are never run.
 Needs the ``onnx`` package.
 """
 
@@ -89,14 +94,45 @@ def _graphs(graph):
                 yield from _graphs(subgraph)
 
 
-def cpu_form(path):
-    """The serialised fp32 form of the ONNX file at ``path`` if it holds fp16 weights; else None
-    (the file serves as it is).  None too without the onnx package: the fp16 file still runs."""
+def only_output(model, index):
+    """Makes every graph output but number ``index`` a one-element constant, in place; returns
+    how many were replaced.  Outputs that other nodes also read stay as they are, and so do
+    ones read inside subgraphs (they are computed anyway)."""
+    from onnx import helper
+
+    graph = model.graph
+    read = {name for node in graph.node for name in node.input}
+    read |= {name for inner in _graphs(graph) if inner is not graph for node in inner.node for name in node.input}
+    made_by = {name: node for node in graph.node for name in node.output}
+    replaced = 0
+    for number, output in enumerate(graph.output):
+        if number == index or output.name in read or output.name not in made_by:
+            continue
+        node = made_by[output.name]
+        node.output[list(node.output).index(output.name)] = output.name + "::unused"
+        element = output.type.tensor_type.elem_type or FLOAT
+        graph.node.append(helper.make_node(
+            "Constant", [], [output.name],
+            value=helper.make_tensor(output.name + "::placeholder", element, [1], [0])))
+        shape = output.type.tensor_type.shape
+        del shape.dim[:]
+        shape.dim.add().dim_value = 1
+        replaced += 1
+    return replaced
+
+
+def cpu_form(path, output_index=0):
+    """The serialised CPU form of the ONNX file at ``path`` (fp32 weights, only output number
+    ``output_index`` computed), or None when that is the file as it is.  None too without the
+    onnx package: the file then runs as it is."""
     try:
         import onnx
     except ImportError:
         return None
     model = onnx.load(str(path))
-    if not is_fp16(model):
+    fp16 = is_fp16(model)
+    if fp16:
+        convert(model)
+    if not only_output(model, output_index) and not fp16:
         return None
-    return convert(model).SerializeToString()
+    return model.SerializeToString()

@@ -24,8 +24,9 @@ import onnxruntime
 from model_fetch.cache import Stamp, hash_file, recheck, remove_quietly, stamp_path, write_file_atomically, write_stamp
 
 STAMP_KIND = "onnxruntime-optimized"
-# What the saved graph is made from: an fp16 model's fp32 form (fp32.py); older graphs were not.
-FORM = "fp32-weights"
+# What the saved graph is made from: the model's CPU form (fp32.py: fp32 weights, the used output
+# alone computed, its number in the identity); older graphs were not.
+FORM = "fp32-weights,one-output"
 KEEP_OTHER_GRAPHS = 2
 # What a killed helper left half-written is cleared after this long (another may be writing now).
 ABANDONED_SECONDS = 3600
