@@ -49,6 +49,10 @@ FALLBACK_MODEL = "isnet"
 # What the helper gets for each kind of layer: 8-bit, perceptual, the layer's own channels.
 PIXEL_FORMATS = {1: "Y' u8", 2: "Y'A u8", 3: "R'G'B' u8", 4: "R'G'B'A u8"}
 
+# Rows of a layer read at a time (GIMP's tiles are 64 rows high): each strip goes to the helper
+# while the next is read.
+STRIP_ROWS = 256
+
 # The helper's mask depth: 1 (8 bits) or 2 (16 bits, for high-bit-depth images).
 MASK_ENCODINGS = {1: "u8", 2: "u16"}
 
@@ -201,12 +205,18 @@ def layer_channels(layer):
 
 
 def read_pixels(job):
-    """What the layer shows in the job's area (for a group: its projection), 8 bits a channel."""
+    """What the layer shows in the job's area (for a group: its projection), 8 bits a channel:
+    (channels, protocol.Pieces), read from GIMP strip by strip as they are sent to the helper."""
     channels = layer_channels(job.layer)
-    rect = Gegl.Rectangle.new(job.x, job.y, job.width, job.height)
-    pixels = job.layer.get_buffer().get(rect, 1.0, PIXEL_FORMATS[channels],
-                                        Gegl.AbyssPolicy.NONE)
-    return channels, pixels
+    buffer = job.layer.get_buffer()
+
+    def strips():
+        for top in range(job.y, job.y + job.height, STRIP_ROWS):
+            rows = min(STRIP_ROWS, job.y + job.height - top)
+            yield buffer.get(Gegl.Rectangle.new(job.x, top, job.width, rows), 1.0, PIXEL_FORMATS[channels],
+                             Gegl.AbyssPolicy.NONE)
+
+    return channels, protocol.Pieces(job.width * job.height * channels, strips())
 
 
 # -- writing the result ---------------------------------------------------------------------
@@ -423,7 +433,7 @@ def masks_for(jobs, image, helper, progress, where, refine=True, decontaminate=F
         job.mask = helper.mask(job.width, job.height, channels, pixels, depth, progress.helper,
                                refine=refine)
         if decontaminate:
-            job.channels, job.pixels = channels, pixels
+            job.channels, job.pixels = channels, pixels.joined()
         job.keep_box(depth)
         if decontaminate:
             job.mask, job.colours = helper.refine(job.width, job.height, channels, job.pixels, job.mask,
@@ -562,7 +572,8 @@ def run_refine(procedure, run_mode, image, drawables, config, data):
         with HelperSession(PLUG_IN_DIR, None, warm=True) as helper:
             for job in jobs:
                 progress.layer("")
-                job.channels, job.pixels = read_pixels(job)
+                job.channels, pixels = read_pixels(job)
+                job.pixels = pixels.joined()
                 painted = read_mask(job.layer.get_mask(), depth)
                 job.mask, job.colours = helper.refine(job.width, job.height, job.channels, job.pixels, painted,
                                                       depth, snap=snap, decontaminate=decontaminate,

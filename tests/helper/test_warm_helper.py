@@ -510,3 +510,26 @@ def test_refine_layer_mask_runs_on_the_warm_helper_without_a_model(plugin_dir):
         assert isinstance(session.client, WarmClient) and colours is None
     assert mask == snap.snap(photo, painted).tobytes()
     assert mask != painted.tobytes()
+
+
+def test_the_memory_kept_between_runs_is_given_back_once_idle(monkeypatch):
+    from remove_background.helper import warm as warm_helper
+
+    given = []
+    monkeypatch.setattr(warm_helper.memory, "give_back", lambda: given.append(time.monotonic()))
+    listener = warm_helper.Listener("/nonexistent/socket", 600, os.getpid())
+    ended = time.monotonic()
+    listener.server.last_run_ended = ended
+    listener.give_back_when_idle()
+    assert given == []                               # a run has just ended: the next may come
+    listener.server.last_run_ended = ended - warm_helper.GIVE_BACK_AFTER - 1
+    listener.busy.acquire()                          # a run is being served
+    listener.give_back_when_idle()
+    assert given == []
+    listener.busy.release()
+    listener.give_back_when_idle()
+    listener.give_back_when_idle()
+    assert len(given) == 1                           # once for that run
+    listener.server.last_run_ended = time.monotonic() - warm_helper.GIVE_BACK_AFTER - 1   # another run
+    listener.give_back_when_idle()
+    assert len(given) == 2

@@ -65,6 +65,46 @@ def test_started_once_then_again_after_a_death(tmp_path, tiny_model):
     assert helper.client is None and process.poll() is not None            # closed at the end
 
 
+def strips_of(data, rows, row_bytes, read=None):
+    """protocol.Pieces of ``data`` in strips of ``rows`` rows, as the plug-in reads a layer;
+    ``read`` (a list) records each strip as it is read."""
+    def strips():
+        for start in range(0, len(data), rows * row_bytes):
+            if read is not None:
+                read.append(start)
+            yield data[start:start + rows * row_bytes]
+    return protocol.Pieces(len(data), strips())
+
+
+def test_pixels_sent_strip_by_strip_as_they_are_read(tmp_path, tiny_model):
+    image = random_image(4, 12, 16, 3)
+    data = image.tobytes()
+    with session(plugin_dir(tmp_path), tiny_model) as helper:
+        read = []
+        sent = strips_of(data, 5, 16 * 3, read)
+        assert read == []                            # nothing read before it is sent
+        assert helper.mask(16, 12, 3, sent, 1, None) == engine_mask(image, tiny_model)
+        assert read == [0, 5 * 48, 10 * 48]          # each strip read once
+        assert sent.joined() == data and len(read) == 3          # kept: sent again or joined unread
+        assert helper.mask(16, 12, 3, sent, 1, None) == engine_mask(image, tiny_model)
+        mask, _colours = helper.refine(16, 12, 3, sent, engine_mask(image, tiny_model), 1, snap=True)
+        assert len(mask) == 16 * 12
+
+        # Strips adding up to less than they said: the request is not sent as if whole.
+        with pytest.raises(HelperError) as caught:
+            helper.mask(16, 12, 3, protocol.Pieces(len(data), [data[:100]]), 1, None)
+        assert caught.value.kind == client.HELPER_DIED
+
+        # GIMP failing to give a strip: its error goes on, and the helper that got half a
+        # request goes with it; the next mask has a helper again.
+        def failing():
+            yield data[:48]
+            raise RuntimeError("GIMP could not read the layer")
+        with pytest.raises(RuntimeError, match="could not read"):
+            helper.mask(16, 12, 3, protocol.Pieces(len(data), failing()), 1, None)
+        assert helper.mask(16, 12, 3, data, 1, None) == engine_mask(image, tiny_model)
+
+
 def test_an_error_reply_keeps_the_helper(tmp_path, tiny_model):
     with session(plugin_dir(tmp_path), tiny_model) as helper:
         image = random_image(3, 12, 16, 3)

@@ -22,3 +22,16 @@ def for_row_blocks(rows, work, workers, min_rows=32):
     with ThreadPoolExecutor(max_workers=blocks) as pool:
         for future in [pool.submit(work, start, stop) for start, stop in zip(edges, edges[1:])]:
             future.result()             # re-raises a block's error here
+
+
+def for_each(items, work, workers):
+    """Calls work(item) for every item, ``workers`` at a time, each worker taking the next item
+    when it is done (for items of very different cost, such as the bands of an outline)."""
+    items = list(items)
+    if workers <= 1 or len(items) <= 1:
+        for item in items:
+            work(item)
+        return
+    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
+        for future in [pool.submit(work, item) for item in items]:
+            future.result()             # re-raises an item's error here

@@ -193,21 +193,21 @@ def refine(pixels, mask, depth=1, workers=1, progress=None, radius=RADIUS, eps=E
         value += np.float32(0.5)
         out[top:bottom, left:right] = value
 
-    def bands(start, stop):
-        for top in range(start, stop, band):
-            bottom = min(stop, top + band)
-            # The working-grid rows the band's bilinear taps read.
-            first = max(0, int(np.floor((top + 0.5) * sy - 0.5)))
-            last = min(small_h - 1, int(np.floor((bottom - 0.5) * sy - 0.5)) + 1)
-            columns = active[first:last + 1].any(axis=0)
-            for start_col, stop_col in runs(columns):
-                left = max(0, int(np.floor((start_col - 0.5) / sx)) - 1)
-                right = min(width, int(np.ceil((stop_col + 0.5) / sx)) + 1)
-                region(top, bottom, left, right)
-            if progress is not None:
-                with lock:
-                    done[0] += bottom - top
-                    progress(0.5 + done[0] / height / 2)
+    def refine_band(top):
+        bottom = min(height, top + band)
+        # The working-grid rows the band's bilinear taps read.
+        first = max(0, int(np.floor((top + 0.5) * sy - 0.5)))
+        last = min(small_h - 1, int(np.floor((bottom - 0.5) * sy - 0.5)) + 1)
+        columns = active[first:last + 1].any(axis=0)
+        for start_col, stop_col in runs(columns):
+            left = max(0, int(np.floor((start_col - 0.5) / sx)) - 1)
+            right = min(width, int(np.ceil((stop_col + 0.5) / sx)) + 1)
+            region(top, bottom, left, right)
+        if progress is not None:
+            with lock:
+                done[0] += bottom - top
+                progress(0.5 + done[0] / height / 2)
 
-    parallel.for_row_blocks(height, bands, workers)
+    # Band by band, each worker taking the next: the outline's length varies along the photo.
+    parallel.for_each(range(0, height, band), refine_band, workers)
     return out

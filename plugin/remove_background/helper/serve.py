@@ -14,7 +14,7 @@ import time
 import traceback
 
 from ..wire import protocol
-from . import version
+from . import memory, version
 
 # How often, at most, progress messages go out during one stage.
 PROGRESS_INTERVAL = 0.1
@@ -304,6 +304,7 @@ def exit_with_parent(interval=PARENT_CHECK_INTERVAL):
 
 def main():
     exit_with_parent()
+    memory.keep_freed()        # for the next layer or image of the run
     # Keep the real stdout for replies; anything else written to fd 1 goes to stderr.
     replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())

@@ -23,7 +23,7 @@ import threading
 import time
 
 from ..wire import protocol, warm
-from . import serve
+from . import memory, serve
 
 # How often the exit conditions are checked (and how soon after GIMP has gone the helper is).
 WATCH_INTERVAL = 0.5
@@ -31,6 +31,8 @@ WATCH_INTERVAL = 0.5
 HANGUP_POLL = 0.1
 # How long a new connection waits for the one before it to finish before it is told "busy".
 BUSY_GRACE = 1.0
+# Idle seconds after which the memory kept for the next image (memory.py) goes back to the system.
+GIVE_BACK_AFTER = 30.0
 
 
 class Abandoned(BaseException):
@@ -220,6 +222,7 @@ class Listener:
         self.lock = None
         self.sock = None
         self.inode = None
+        self.given_back_for = None      # the end of the last run whose memory was given back
 
     def bind(self):
         """Takes the socket's lock (held for life) and binds; False if another helper has it."""
@@ -261,6 +264,18 @@ class Listener:
             if reason:
                 log(reason)
                 return
+            self.give_back_when_idle()
+
+    def give_back_when_idle(self):
+        ended = self.server.last_run_ended
+        if ended == self.given_back_for or time.monotonic() - ended < GIVE_BACK_AFTER:
+            return
+        if self.busy.acquire(blocking=False):
+            try:
+                memory.give_back()
+                self.given_back_for = ended
+            finally:
+                self.busy.release()
 
     def admit(self, client):
         client.settimeout(None)
@@ -333,6 +348,7 @@ def main(argv=None):
     # Replies go to the sockets only: anything a library prints lands in the log (stderr).
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     sys.stdout = sys.stderr
+    memory.keep_freed()
     listener = Listener(args.socket, args.idle, args.gimp_pid)
     if not listener.bind():
         log("another warm helper has %s" % args.socket)

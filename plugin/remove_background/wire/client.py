@@ -338,6 +338,11 @@ class HelperClient:
             protocol.write_message(process.stdin, header, payload)
         except (BrokenPipeError, ConnectionError, OSError, ValueError) as error:
             raise self._died("writing the request: %s" % error) from None
+        except BaseException:
+            # Reading the payload's pieces failed (GIMP's error, a cancel): half a request is
+            # on its way, so the helper goes.
+            self.cancel()
+            raise
         while True:
             try:
                 reply, data = protocol.read_message(process.stdout)
@@ -407,7 +412,8 @@ class HelperClient:
         return reply
 
     def process(self, width, height, channels, pixels, mask_depth=1, on_progress=None, refine=True):
-        """Sends 8-bit pixels (rows top to bottom); returns the mask, width*height*mask_depth bytes.
+        """Sends 8-bit pixels (rows top to bottom; bytes-like or protocol.Pieces); returns the mask,
+        width*height*mask_depth bytes.
 
         ``refine``: the mask's edges refined with the pixels as the guide (False: stretched).
 
@@ -416,8 +422,8 @@ class HelperClient:
         """
         header = {"op": "process", "width": int(width), "height": int(height),
                   "channels": int(channels), "mask_depth": int(mask_depth), "refine": bool(refine)}
-        data = memoryview(pixels)
-        if data.ndim != 1 or data.itemsize != 1:
+        data = pixels if isinstance(pixels, protocol.Pieces) else memoryview(pixels)
+        if isinstance(data, memoryview) and (data.ndim != 1 or data.itemsize != 1):
             data = data.cast("B")
         if len(data) != int(width) * int(height) * int(channels):
             raise HelperError("bad_size", "%dx%d pixels with %d channels are %d bytes, not %d."
@@ -435,7 +441,8 @@ class HelperClient:
         (the mask, snapped to the photo's edges if ``snap``, else as sent;
          the pixels with decontaminated colours if ``decontaminate``, else None)."""
         size = int(width) * int(height)
-        pixels, mask = bytes(pixels), bytes(mask)
+        pixels = pixels.joined() if isinstance(pixels, protocol.Pieces) else bytes(pixels)
+        mask = bytes(mask)
         if len(pixels) != size * int(channels) or len(mask) != size * int(mask_depth):
             raise HelperError("bad_size", "%dx%d pixels with %d channels and a %d-byte mask do not match "
                               "%d and %d bytes" % (width, height, channels, mask_depth, len(pixels), len(mask)))
@@ -523,6 +530,12 @@ class HelperSession:
                 raise
             # The warm helper went (killed, its GIMP quit): this image again, with our own.
             self._without_warm(error)
+        except BaseException:
+            # A cancel, or GIMP failing to give the pixels mid-request: the helper (or the
+            # connection) was stopped, and the next request gets a new one.
+            if not self.client.running:
+                self.client = None
+            raise
         return self._on_helper(request, on_progress)
 
     def mask(self, width, height, channels, pixels, mask_depth=1, on_progress=None, refine=True):

@@ -98,15 +98,48 @@ def encode_header(header):
     return line
 
 
+class Pieces:
+    """A payload made while it is sent: ``size`` bytes from an iterable of bytes-like pieces.
+
+    GIMP's side reads a big layer in strips (GIMP hands its tiles over one by one, which takes
+    about as long as the pipe does), and each strip is on its way to the helper while the next
+    one is read.  What was read is kept, so that it can be sent again or joined.
+    """
+
+    def __init__(self, size, pieces):
+        self.size = size
+        self._pending = iter(pieces)
+        self._read = []
+
+    def __len__(self):
+        return self.size
+
+    def __iter__(self):
+        yield from list(self._read)
+        for piece in self._pending:
+            self._read.append(piece)
+            yield piece
+
+    def joined(self):
+        return b"".join(self)
+
+
 def write_message(stream, header, payload=b""):
-    """Writes one message to a binary stream and flushes it."""
+    """Writes one message to a binary stream and flushes it; ``payload``: bytes-like or Pieces."""
     header = dict(header)
     if payload:
         header["size"] = len(payload)
     else:
         header.pop("size", None)
     stream.write(encode_header(header))
-    if payload:
+    if isinstance(payload, Pieces):
+        written = 0
+        for piece in payload:
+            stream.write(piece)
+            written += len(piece)
+        if written != payload.size:
+            raise ValueError("the payload had %d bytes, not %d" % (written, payload.size))
+    elif payload:
         stream.write(payload)
     stream.flush()
 
