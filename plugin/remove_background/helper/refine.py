@@ -19,6 +19,7 @@ correction vanishes elsewhere), in bands, so the cost follows the length of the 
 """
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image
@@ -163,9 +164,17 @@ def refine(pixels, mask, depth=1, workers=1, progress=None, radius=RADIUS, eps=E
     output or a full-resolution mask (one painted by hand: its edges then snap to the photo's).
     """
     height, width = pixels.shape[:2]
-    out = postprocess.upsample(mask, width, height, depth, workers=workers,
-                               progress=None if progress is None else (lambda f: progress(f / 2)))
-    maps, guide = correction_maps(pixels, mask, radius, eps)
+    stretch = (lambda workers: postprocess.upsample(
+        mask, width, height, depth, workers=workers, progress=None if progress is None else (lambda f: progress(f / 2))))
+    if workers > 1:
+        # The filter's maps (one core: most of it is the photo shrunk) while the mask is stretched.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            maps_made = pool.submit(correction_maps, pixels, mask, radius, eps)
+            out = stretch(workers - 1)
+            maps, guide = maps_made.result()
+    else:
+        out = stretch(1)
+        maps, guide = correction_maps(pixels, mask, radius, eps)
     active = active_tiles(maps, guide)
     small_h, small_w = active.shape
     scale = 255.0 if depth == 1 else 65535.0
