@@ -55,10 +55,10 @@ def timed_inference(runner):
     infer = runner.infer
     runner.inference_seconds = []
 
-    def timed(tensor):
+    def timed(tensor, run_options=None):
         started = time.perf_counter()
         try:
-            return infer(tensor)
+            return infer(tensor, run_options)
         finally:
             runner.inference_seconds.append(time.perf_counter() - started)
 
