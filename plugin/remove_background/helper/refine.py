@@ -169,6 +169,7 @@ def refine(pixels, mask, depth=1, workers=1, progress=None, radius=RADIUS, eps=E
     output or a full-resolution mask (one painted by hand: its edges then snap to the photo's).
     """
     height, width = pixels.shape[:2]
+
     def stretch(workers):
         return postprocess.upsample(mask, width, height, depth, workers=workers,
                                     progress=None if progress is None else (lambda f: progress(f / 2)))
