@@ -29,7 +29,7 @@ from . import parallel, postprocess, preprocess
 WORK_LONG_SIDE = 384    # the working grid's long side (the photo's, if smaller)
 RADIUS = 3              # the filter's window radius, in working-grid pixels
 EPS = 1e-4              # regularisation: how strong a photo edge must be to move the mask
-ACTIVE = 1e-3           # where a bound of the correction is below this, the bilinear mask stays
+ACTIVE = 0.5 / 255      # where a bound of the correction is below this (half an 8-bit level), the bilinear mask stays
 BAND_PIXELS = 1024 * 1024
 GUIDE_SAMPLES = 4       # photo rows (and columns) averaged into each working-grid pixel, at least
 
