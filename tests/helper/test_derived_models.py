@@ -193,6 +193,39 @@ def fixture_pixels():
     return cli.pixels_of(cli.load_image(FIXTURES / "coffee.png"))
 
 
+def test_the_calibration_images_follow_the_recipe(tmp_path):
+    from PIL import Image
+
+    from model_fetch import derive
+    from remove_background.helper import int8
+
+    isnet = model_fetch.get("isnet-int8")
+    photos = derive.calibration_photos()
+    steps = []
+
+    def reader():
+        return int8.PhotoReader("input", isnet.preprocess, photos, isnet.derive,
+                                lambda step, done=0, total=None: steps.append(step))
+
+    first, second = reader(), reader()
+    per_photo = 1 + isnet.derive["mirror"] + len(isnet.derive["small_subjects"]) + isnet.derive["centre_crop"]
+    assert len(first) == len(photos) * per_photo == 30
+    tensors = [first.get_next()["input"] for _ in range(len(first))]
+    assert first.get_next() is None and steps[-1] == "choosing the ranges and quantising"
+    assert all(t.shape == (1, 3, 1024, 1024) and t.dtype == np.float32 for t in tensors)
+    assert all(np.array_equal(t, second.get_next()["input"]) for t in tensors)      # the same on every run
+    assert len({t.tobytes() for t in tensors}) == len(tensors)                      # no two alike
+    # A small subject: the photo shrunk, on another photo of the set.
+    number = next(i for i, (kind, index, size) in enumerate(first.items) if kind == "small" and size == 0.2)
+    composite = np.asarray(first.image(number))
+    _kind, index, _size = first.items[number]
+    with Image.open(photos[(index + 2) % len(photos)]) as frame:
+        frame = np.asarray(frame.convert("RGB").resize((1024, 1024), Image.Resampling.BICUBIC)).astype(int)
+    changed = np.abs(composite.astype(int) - frame).sum(axis=2) > 0
+    assert 0.015 < changed.mean() <= 0.045        # 0.2 of the long side: at most 0.2 x 0.2 of the frame
+    assert "at 0.2 of the frame on %s" % photos[(index + 2) % len(photos)].name in " ".join(steps)
+
+
 def test_int8_model_is_derived_stamped_verified_and_loaded(tmp_path):
     store = store_with_tiny_models(tmp_path)
     assert not store.is_installed("tiny-int8") and store.can_fetch("tiny-int8")
