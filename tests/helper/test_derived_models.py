@@ -144,6 +144,11 @@ def test_the_cpu_form_computes_only_the_output_used(tmp_path):
         np.testing.assert_array_equal(got[index], original[index])
         other = 1 - index
         assert got[other].size == 1 and original[other].size == SIZE * SIZE       # not computed
+        # ... and the branch that made it is gone (onnxruntime would run it all the same).
+        branch, weight = {0: ("h3", "w3"), 1: ("h2", "w2")}[index]
+        assert branch not in {name for node in form.graph.node for name in node.output}
+        assert weight not in {tensor.name for tensor in form.graph.initializer}
+        assert len(form.graph.node) == 5        # Conv, Relu, the used Conv and Sigmoid, a Constant
         np.testing.assert_array_equal(got[2], original[2])     # read by other nodes: computed anyway
     # The engine's saved graph is of the output its preprocessing names, one graph for each.
     pixels = fixture_pixels()

@@ -192,3 +192,33 @@ def test_sixteen_bit_mask(model_dir):
     expected = np.floor(image[:, :, 0].astype(np.float32) / 255 * 65535 + 0.5)
     assert np.abs(mask.astype(np.int64) - expected).max() <= 1
     assert mask.max() > 255                              # really 16-bit, not 8-bit widened
+
+
+def arriving(image, sizes, make, seed=0):
+    """``make(buffer)`` fed ``image`` from the top in pieces of random row counts up to ``sizes``,
+    as a helper receives a photo from the pipe; returns what make() gave."""
+    rng = np.random.default_rng(seed)
+    buffer = np.zeros_like(image)
+    made = make(buffer)
+    filled = 0
+    while filled < image.shape[0]:
+        rows = min(image.shape[0], filled + int(rng.integers(1, sizes + 1)))
+        buffer[filled:rows] = image[filled:rows]
+        filled = rows
+        made.rows_arrived(filled)
+    return made
+
+
+@pytest.mark.parametrize("resize", ["bilinear-point", "lanczos"])
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_the_input_made_as_rows_arrive_is_the_input_of_the_whole_photo(resize, channels):
+    for number, (height, width, size) in enumerate([(300, 451, [1024, 1024]), (2000, 37, [320, 320]),
+                                                    (5, 900, [16, 12]), (1, 1, [8, 8])]):
+        image = random_image(number * 10 + channels, height, width, channels)
+        description = spec(input_size=size, resize=resize, divide_by="max" if number % 2 else 255,
+                           mean=MEAN, std=STD)
+        expected = preprocess.model_input(image, description)
+        made = arriving(image, 97, lambda buffer: preprocess.InputByRows(buffer, description, workers=2), number)
+        assert np.array_equal(made.tensor(), expected), (height, width)
+        if resize == "bilinear-point" and height > 100:
+            assert made.done > 0            # rows were made before the photo was all there

@@ -3,7 +3,7 @@
 import numpy as np
 from PIL import Image
 
-from remove_background.helper import postprocess, refine
+from remove_background.helper import postprocess, preprocess, refine
 
 WIDTH, HEIGHT, EDGE = 2048, 1536, 1000      # the photo's true edge: x = EDGE
 
@@ -74,3 +74,30 @@ def test_smaller_photo_and_odd_sizes():
     refined = refine.refine(photo, blurred_step(), depth=2)
     assert refined.shape == (7, 301) and refined.dtype == np.uint16
     assert refined[:, :100].min() > 60000 and refined[:, 200:].max() < 5000
+
+
+def test_the_guide_made_as_rows_arrive_is_the_guide_of_the_whole_photo():
+    rng = np.random.default_rng(5)
+    # A 12 MP photo (every other row and column averaged into the guide), odd sizes, a thin strip.
+    for height, width, channels in ((2828, 4242, 3), (1201, 3688, 4), (999, 17, 1), (3, 5000, 2)):
+        photo = rng.integers(0, 256, (height, width, channels), dtype=np.uint8)
+        whole = refine.guide_image(photo)
+        small_w, small_h, step = refine.guide_grid(height, width)
+        assert whole.shape == (small_h, small_w, 3 if channels >= 3 else 1)
+        # Pillow's own box filter in one call, on the same rows and columns, rounds within a level of it.
+        pillow = preprocess.resize_pillow(photo[::step, ::step], small_w, small_h, Image.Resampling.BOX)
+        assert np.abs(pillow.astype(int) - whole).max() <= 1
+        buffer = np.zeros_like(photo)
+        arriving = refine.GuideByRows(buffer)
+        filled = 0
+        while filled < height:
+            rows = min(height, filled + int(rng.integers(1, 700)))
+            buffer[filled:rows] = photo[filled:rows]
+            filled = rows
+            arriving.rows_arrived(filled)
+        assert np.array_equal(arriving.guide(), whole), (height, width, channels)
+    # And a refinement given the guide made so is the refinement of the photo alone.
+    photo = two_colour_photo(noise=2)
+    small = blurred_step()
+    assert np.array_equal(refine.refine(photo, small, workers=2, guide=refine.guide_image(photo)),
+                          refine.refine(photo, small, workers=2))

@@ -296,3 +296,17 @@ def test_raising_from_progress_cancels(tiny_model):
     with pytest.raises(HelperError) as caught:
         helper.hello()
     assert caught.value.kind == HELPER_DIED
+
+
+def test_a_photo_sent_in_strips_gives_the_mask_of_the_whole_photo(tiny_model):
+    # 3300 x 2100: many of the helper's reads, and a guide made of every other row and column.
+    width, height, channels = 3300, 2100, 3
+    image = random_image(11, height, width, channels)
+    local = engine.Engine(tiny_model, TINY, threads=2)
+    strips = protocol.Pieces(image.nbytes, (image[top:top + 37].tobytes() for top in range(0, height, 37)))
+    with HelperClient(SERVE) as helper:
+        helper.load("tiny", threads=2, file=str(tiny_model), preprocess=TINY)
+        for refine in (True, False):
+            mask = helper.process(width, height, channels, strips, refine=refine)
+            assert np.array_equal(np.frombuffer(mask, np.uint8).reshape(height, width),
+                                  local.mask(image, refine=refine)), refine

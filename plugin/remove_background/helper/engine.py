@@ -108,9 +108,10 @@ class Engine:
         options.log_severity_level = 3
         # Memory patterns cost ISNet ~800 MB more from the second run on, for no speed gain.
         options.enable_mem_pattern = False
-        # Idle threads would spin on the cores after each run, slowing the mask's upsampling
-        # and writing that follow it (and GIMP); measured: no cost to ISNet's inference.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Threads that spin between the graph's nodes make ISNet's inference 2-4% shorter; once a
+        # run ends they stop at once, or they would slow the mask's upsampling and GIMP after it.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+        options.add_session_config_entry("session.force_spinning_stop", "1")
         return options
 
     def _open(self, providers, options=None, source=None):
@@ -173,7 +174,11 @@ class Engine:
             self.provider = CPU_PROVIDER
             return self.session.run([self.output_name], feed, run_options)[0]
 
-    def mask(self, pixels, depth=1, progress=None, refine=True, box=None, run_options=None):
+    def photo(self, width, height, channels):
+        """An ArrivingPhoto to fill, for mask(photo.pixels, ..., prepared=photo)."""
+        return ArrivingPhoto(width, height, channels, self.preprocess, self.threads)
+
+    def mask(self, pixels, depth=1, progress=None, refine=True, box=None, run_options=None, prepared=None):
         """(H, W, C) uint8 pixels, C in 1..4 -> (H, W) mask, uint8 or (depth 2) uint16.
 
         ``refine``: the model's mask refined to the photo's resolution with the photo as the
@@ -181,6 +186,8 @@ class Engine:
         ``box`` (x, y, width, height): the model sees only that part of the photo and a
         margin around it (see box_region); the mask is black outside the box.
         ``progress(stage, fraction)`` is told about each stage.
+        ``prepared``: the ArrivingPhoto (see photo()) whose pixels these are: what it made as
+        they arrived is used, and the mask is the same.
         """
         if pixels.ndim != 3 or pixels.shape[2] not in (1, 2, 3, 4) or pixels.dtype != np.uint8:
             raise ValueError("pixels must be (height, width, 1..4) uint8, got %s %s"
@@ -191,27 +198,49 @@ class Engine:
         height, width = pixels.shape[:2]
         report = progress or (lambda stage, fraction: None)
         report("preprocess", 0.0)
-        tensor = preprocess.model_input(pixels, self.preprocess, self.threads)
+        if prepared is not None:
+            tensor = prepared.model_input.tensor()
+        else:
+            tensor = preprocess.model_input(pixels, self.preprocess, self.threads)
         report("inference", 0.0)
         output = self.infer(tensor, run_options)
         del tensor
         report("postprocess", 0.0)
         small = postprocess.mask_from_output(output, self.preprocess)
         del output
+        guide = prepared.guide.guide() if prepared is not None and refine else None
         return full_size_mask(pixels, small, depth, refine, self.threads,
-                              progress=lambda fraction: report("postprocess", fraction))
+                              progress=lambda fraction: report("postprocess", fraction), guide=guide)
 
 
-def full_size_mask(pixels, mask, depth=1, refine=True, workers=1, progress=None):
+class ArrivingPhoto:
+    """A photo received from the top down (the helper reading it from the pipe): what the mask
+    needs of the photo alone, the model's input and the refinement's guide, is made as its rows
+    come in, while the sender is still reading the next ones."""
+
+    def __init__(self, width, height, channels, preprocess_spec, workers=1):
+        self.pixels = np.empty((height, width, channels), np.uint8)
+        self.model_input = preprocess.InputByRows(self.pixels, preprocess_spec, workers)
+        self.guide = refinement.GuideByRows(self.pixels)
+
+    def bytes_arrived(self, count):
+        """The first ``count`` bytes of pixels are filled."""
+        rows = count // (self.pixels.shape[1] * self.pixels.shape[2])
+        self.model_input.rows_arrived(rows)
+        self.guide.rows_arrived(rows)
+
+
+def full_size_mask(pixels, mask, depth=1, refine=True, workers=1, progress=None, guide=None):
     """A float 0..1 mask of any size (the model's, or a given one) -> (H, W) at the photo's size.
 
     Refined with the photo as the guide, or (refine False) stretched bilinearly.  A serve op
     can call this with a mask painted by hand, at full resolution: then only the edges that
     are soft in it and lie near an edge of the photo move (a hard painted edge stays put).
+    ``guide``: refine.guide_image(pixels), when it is made already.
     """
     height, width = pixels.shape[:2]
     if refine:
-        return refinement.refine(pixels, mask, depth, workers=workers, progress=progress)
+        return refinement.refine(pixels, mask, depth, workers=workers, progress=progress, guide=guide)
     return postprocess.upsample(mask, width, height, depth, workers=workers, progress=progress)
 
 

@@ -7,10 +7,11 @@ onnxruntime then drops as a no-op); the shape annotations (value_info) go, since
 The nodes are also put in topological order (IMG.LY's file has its Casts at the end), as ONNX
 requires and onnx's shape inference, which quantisation relies on, needs.
 
-onnxruntime also computes every output of a graph, asked for or not: ISNet's five side outputs
-(each a convolution, a resize to 1024² and a sigmoid) cost 3-8 % of its run, and the engine uses
-one output.  In the CPU form the others are one-element constants, so that output numbers stay
-those of the model file (the registry's output_index) and the side branches are never run.
+onnxruntime also runs every node of a graph, whether an output asked for needs it or not: ISNet's
+five side outputs (each a convolution, a resize to 1024² and a sigmoid) cost 3-4 % of its run,
+and the engine uses one output.  In the CPU form the others are one-element constants, so that
+output numbers stay those of the model file (the registry's output_index), and the nodes that
+made them are gone.
 Needs the ``onnx`` package.
 """
 
@@ -121,6 +122,43 @@ def only_output(model, index):
     return replaced
 
 
+def drop_unneeded(graph):
+    """Removes the nodes that no graph output needs, and the initializers only they read, in place;
+    returns how many nodes went.  onnxruntime runs every node of a graph, needed or not (a graph
+    output made a constant leaves its branch still running)."""
+    made_by = {name: index for index, node in enumerate(graph.node) for name in node.output}
+
+    def reads(node):
+        names = list(node.input)
+        for attribute in node.attribute:        # what its subgraphs read from this graph
+            for subgraph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                names += [name for inner in _graphs(subgraph) for each in inner.node for name in each.input]
+        return names
+
+    kept = set()
+    pending = [made_by[output.name] for output in graph.output if output.name in made_by]
+    while pending:
+        index = pending.pop()
+        if index in kept:
+            continue
+        kept.add(index)
+        pending.extend(made_by[name] for name in reads(graph.node[index]) if name in made_by)
+    dropped = len(graph.node) - len(kept)
+    if dropped:
+        nodes = [node for index, node in enumerate(graph.node) if index in kept]
+        del graph.node[:]
+        graph.node.extend(nodes)
+        read = {name for node in nodes for name in reads(node)} | {output.name for output in graph.output}
+        initializers = [tensor for tensor in graph.initializer if tensor.name in read]
+        del graph.initializer[:]
+        graph.initializer.extend(initializers)
+        known = read | {name for node in nodes for name in node.output}
+        annotations = [value for value in graph.value_info if value.name in known]
+        del graph.value_info[:]
+        graph.value_info.extend(annotations)
+    return dropped
+
+
 def cpu_form(path, output_index=0):
     """The serialised CPU form of the ONNX file at ``path`` (fp32 weights, only output number
     ``output_index`` computed), or None when that is the file as it is.  None too without the
@@ -133,6 +171,7 @@ def cpu_form(path, output_index=0):
     fp16 = is_fp16(model)
     if fp16:
         convert(model)
-    if not only_output(model, output_index) and not fp16:
+    replaced = only_output(model, output_index)
+    if not drop_unneeded(model.graph) and not replaced and not fp16:
         return None
     return model.SerializeToString()

@@ -25,8 +25,8 @@ from model_fetch.cache import Stamp, hash_file, recheck, remove_quietly, stamp_p
 
 STAMP_KIND = "onnxruntime-optimized"
 # What the saved graph is made from: the model's CPU form (fp32.py: fp32 weights, the used output
-# alone computed, its number in the identity); older graphs were not.
-FORM = "fp32-weights,one-output"
+# alone computed, its number in the identity, the nodes it does not need gone); older graphs were not.
+FORM = "fp32-weights,one-output,unneeded-nodes-dropped"
 KEEP_OTHER_GRAPHS = 2
 # What a killed helper left half-written is cleared after this long (another may be writing now).
 ABANDONED_SECONDS = 3600

@@ -59,22 +59,26 @@ def check(preprocess):
         raise ValueError("min_max must be true or false")
 
 
-def resize_bilinear_point(pixels, width, height, workers=1):
+def resize_bilinear_point(pixels, width, height, workers=1, rows=None, out=None):
     """IMG.LY's tensorResizeBilinear, reproduced exactly, for the colour channels (grey: 1).
 
     For each output pixel: srcX = x * (srcWidth / width) (no half-pixel offset),
     x1 = floor, x2 = min(ceil, srcWidth - 1), the four neighbours blended in double
     precision in the reference's own order, then Math.round to uint8.  Only the source
     rows and columns the output grid touches are gathered from the uint8 source.
+
+    ``rows`` (first, last): only those output rows, into ``out`` (an earlier call's result);
+    output row i reads the source rows up to last_source_rows(src_h, height)[i].
     """
     src_h, src_w, channels = pixels.shape
     colours = 3 if channels >= 3 else 1
+    first, last = rows if rows is not None else (0, height)
     src_x = np.arange(width, dtype=np.float64) * (src_w / width)
     src_y = np.arange(height, dtype=np.float64) * (src_h / height)
     x1 = np.floor(src_x).astype(np.intp)
     x2 = np.minimum(np.ceil(src_x).astype(np.intp), src_w - 1)
     y1 = np.floor(src_y).astype(np.intp)
-    y2 = np.minimum(np.ceil(src_y).astype(np.intp), src_h - 1)
+    y2 = last_source_rows(src_h, height)
     # Rows are worked on flat, as (x, channel) values: these pick the colour channels of
     # the left and right neighbours, and dx repeats per channel to match.
     channel = np.arange(colours)
@@ -83,7 +87,9 @@ def resize_bilinear_point(pixels, width, height, workers=1):
     dx = np.repeat(src_x - x1, colours)[np.newaxis, :]
     dy = (src_y - y1)[:, np.newaxis]
     source_rows = pixels.reshape(src_h, src_w * channels)
-    out = np.empty((height, width * colours), np.uint8)
+    if out is None:
+        out = np.empty((height, width, colours), np.uint8)
+    flat = out.reshape(height, width * colours)
 
     def block(start, stop):
         ry = dy[start:stop]
@@ -103,15 +109,21 @@ def resize_bilinear_point(pixels, width, height, workers=1):
         rounded = np.floor(value)
         np.subtract(value, rounded, out=term)
         rounded += term >= 0.5
-        out[start:stop] = rounded
+        flat[start:stop] = rounded
 
-    def rows(start, stop):
+    def blocks(start, stop):
         # A few rows at a time keep the float scratch arrays in the CPU cache (3x faster).
-        for top in range(start, stop, CACHE_ROWS):
-            block(top, min(stop, top + CACHE_ROWS))
+        for top in range(first + start, first + stop, CACHE_ROWS):
+            block(top, min(first + stop, top + CACHE_ROWS))
 
-    parallel.for_row_blocks(height, rows, workers)
-    return out.reshape(height, width, colours)
+    parallel.for_row_blocks(last - first, blocks, workers)
+    return out
+
+
+def last_source_rows(src_h, height):
+    """For each output row of resize_bilinear_point, the last source row it reads."""
+    src_y = np.arange(height, dtype=np.float64) * (src_h / height)
+    return np.minimum(np.ceil(src_y).astype(np.intp), src_h - 1)
 
 
 def resize_pillow(pixels, width, height, resample):
@@ -145,18 +157,61 @@ def model_input(pixels, preprocess, workers=1):
         small = resize_bilinear_point(pixels, width, height, workers)
     else:
         small = resize_pillow(pixels, width, height, PILLOW_FILTERS[resize])
-    # Double precision, then one rounding to float32: what both references compute.
+    return normalized(small, preprocess)
+
+
+def normalized(small, preprocess):
+    """The model-sized uint8 image -> the float32 tensor (1, 3, h, w) the model takes."""
+    height, width = small.shape[:2]
     divide_by = preprocess["divide_by"]
     if divide_by == "max":
         divide_by = max(float(small.max()), 1e-6)
     order = (0, 1, 2) if preprocess["channel_order"] == "RGB" else (2, 1, 0)
     tensor = np.empty((1, 3, height, width), np.float32)
+    levels = np.arange(256, dtype=np.float64)
     for index, colour in enumerate(order):
-        # Grey has one channel: it is R, G and B (as Pillow's convert("RGB")).
-        values = small[:, :, colour if small.shape[2] == 3 else 0].astype(np.float64)
-        if divide_by != 1:
-            values /= divide_by
+        # Each of the 256 values in double precision, then one rounding to float32 (what both
+        # references compute), looked up for every pixel.
+        values = levels / divide_by if divide_by != 1 else levels.copy()
         values -= preprocess["mean"][index]
         values /= preprocess["std"][index]
-        tensor[0, index] = values
+        # Grey has one channel: it is R, G and B (as Pillow's convert("RGB")).
+        plane = small[:, :, colour if small.shape[2] == 3 else 0]
+        np.take(values.astype(np.float32), plane, out=tensor[0, index])
     return tensor
+
+
+class InputByRows:
+    """model_input() made while the photo's rows arrive (a helper receiving them down a pipe).
+
+    ``pixels``: the (H, W, C) uint8 array being filled from the top; rows_arrived(n) says that
+    its first n rows are there.  With IMG.LY's resize the model's rows are made as soon as the
+    photo's rows they read are in; Pillow's resizes are made at the end.  tensor() is then the
+    same as model_input(pixels, preprocess) (tested).
+    """
+
+    def __init__(self, pixels, preprocess, workers=1):
+        self.pixels = pixels
+        self.preprocess = preprocess
+        self.workers = workers
+        self.width, self.height = preprocess["input_size"]
+        self.done = 0
+        self.small = None
+        if preprocess["resize"] == "bilinear-point":
+            self.needed = last_source_rows(pixels.shape[0], self.height)
+            self.small = np.empty((self.height, self.width, 3 if pixels.shape[2] >= 3 else 1), np.uint8)
+
+    def rows_arrived(self, count, workers=1):
+        if self.small is None:
+            return
+        ready = int(np.searchsorted(self.needed, count, side="left"))      # rows needing only rows < count
+        if ready > self.done:
+            resize_bilinear_point(self.pixels, self.width, self.height, workers, rows=(self.done, ready),
+                                  out=self.small)
+            self.done = ready
+
+    def tensor(self):
+        if self.small is None:
+            return model_input(self.pixels, self.preprocess, self.workers)
+        self.rows_arrived(self.pixels.shape[0], self.workers)
+        return normalized(self.small, self.preprocess)

@@ -105,16 +105,56 @@ def working_size(width, height, long_side=None):
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def correction_maps(pixels, mask, radius=RADIUS, eps=EPS):
-    """The residual filter's maps on the working grid: per colour a (per 0..255 value), then b."""
+def guide_grid(height, width):
+    """(width, height) of the working grid, and the step between the photo's rows (and columns)
+    that are box-averaged into the guide: every other one (or fewer, on big photos) of a photo
+    that has GUIDE_SAMPLES of them or more for each grid pixel gives the same guide within the
+    photo's own noise, at a quarter (or less) of the cost."""
+    small_w, small_h = working_size(width, height)
+    return small_w, small_h, max(1, min(height // small_h, width // small_w) // GUIDE_SAMPLES)
+
+
+def guide_image(pixels):
+    """The photo box-averaged onto the working grid: (h, w, 1 or 3) uint8."""
+    guide = GuideByRows(pixels)
+    return guide.guide()
+
+
+class GuideByRows:
+    """The guide (guide_image) made while the photo's rows arrive, as preprocess.InputByRows:
+    the box filter shrinks each row across once it is there, and the rows down at the end (in
+    that order always: Pillow's own choice of order rounds differently)."""
+
+    BATCH = 64          # sampled rows shrunk across at a time
+
+    def __init__(self, pixels):
+        self.pixels = pixels
+        self.small_w, self.small_h, self.step = guide_grid(*pixels.shape[:2])
+        rows = -(-pixels.shape[0] // self.step)
+        self.across = np.empty((rows, self.small_w, 3 if pixels.shape[2] >= 3 else 1), np.uint8)
+        self.done = 0           # sampled rows shrunk across
+
+    def rows_arrived(self, count):
+        ready = -(-count // self.step)
+        if ready - self.done >= self.BATCH or (ready > self.done and count == self.pixels.shape[0]):
+            rows = self.pixels[self.done * self.step:count:self.step, ::self.step]
+            self.across[self.done:ready] = preprocess.resize_pillow(rows, self.small_w, ready - self.done,
+                                                                    Image.Resampling.BOX)
+            self.done = ready
+
+    def guide(self):
+        self.rows_arrived(self.pixels.shape[0])
+        return preprocess.resize_pillow(self.across, self.small_w, self.small_h, Image.Resampling.BOX)
+
+
+def correction_maps(pixels, mask, radius=RADIUS, eps=EPS, guide=None):
+    """The residual filter's maps on the working grid: per colour a (per 0..255 value), then b.
+
+    ``guide``: guide_image(pixels) when it is made already."""
     height, width = pixels.shape[:2]
     small_w, small_h = working_size(width, height)
     colours = pixels.shape[2] if pixels.shape[2] in (1, 3) else (3 if pixels.shape[2] == 4 else 1)
-    # The guide is a box average; every other row and column (or fewer, on big photos) of a
-    # photo that has GUIDE_SAMPLES of them or more for each grid pixel gives the same one within
-    # the photo's own noise, at a quarter (or less) of the cost.
-    step = max(1, min(height // small_h, width // small_w) // GUIDE_SAMPLES)
-    guide = preprocess.resize_pillow(pixels[::step, ::step], small_w, small_h, Image.Resampling.BOX)
+    guide = guide_image(pixels) if guide is None else guide
     guide = guide[:, :, :colours].astype(np.float64) / 255
     p = np.asarray(Image.fromarray(np.ascontiguousarray(mask, np.float32), "F")
                    .resize((small_w, small_h), Image.Resampling.BILINEAR), np.float64)
@@ -161,12 +201,13 @@ def runs(flags):
     return list(zip(changes[::2], changes[1::2]))
 
 
-def refine(pixels, mask, depth=1, workers=1, progress=None, radius=RADIUS, eps=EPS):
+def refine(pixels, mask, depth=1, workers=1, progress=None, radius=RADIUS, eps=EPS, guide=None):
     """The photo (H, W, C) uint8, C in 1..4, and a float 0..1 mask of any size -> (H, W) mask.
 
     uint8 (depth 1) or uint16 (depth 2), like postprocess.upsample, which it equals wherever
     the photo shows no edge near the mask's outline.  ``mask`` may be the model's low-resolution
     output or a full-resolution mask (one painted by hand: its edges then snap to the photo's).
+    ``guide``: guide_image(pixels), when it is made already (GuideByRows).
     """
     height, width = pixels.shape[:2]
 
@@ -177,12 +218,12 @@ def refine(pixels, mask, depth=1, workers=1, progress=None, radius=RADIUS, eps=E
     if workers > 1:
         # The filter's maps (one core: most of it is the photo shrunk) while the mask is stretched.
         with ThreadPoolExecutor(max_workers=1) as pool:
-            maps_made = pool.submit(correction_maps, pixels, mask, radius, eps)
+            maps_made = pool.submit(correction_maps, pixels, mask, radius, eps, guide)
             out = stretch(workers - 1)
             maps, guide = maps_made.result()
     else:
         out = stretch(1)
-        maps, guide = correction_maps(pixels, mask, radius, eps)
+        maps, guide = correction_maps(pixels, mask, radius, eps, guide)
     active = active_tiles(maps, guide)
     small_h, small_w = active.shape
     scale = 255.0 if depth == 1 else 65535.0

@@ -66,6 +66,45 @@ def image_fields(header):
     return width, height, channels, require_int(header, "mask_depth", 1, 2, default=1)
 
 
+class Payload:
+    """A request's payload, read from the stream by its handler: whole(), or into() an array as
+    it arrives.  Server.run() skips what a handler left unread: the stream stays in step."""
+
+    CHUNK = 1 << 20         # bytes read at a time into an array
+
+    def __init__(self, stream, size):
+        self.stream = stream
+        self.size = size
+        self.received = 0
+
+    def __len__(self):
+        return self.size
+
+    def receiving(self, make):
+        """What make() returns (the place the payload goes), or out_of_memory if it does not fit."""
+        try:
+            return make()
+        except (MemoryError, OverflowError):
+            raise RequestError("out_of_memory", "Not enough memory to receive %d bytes." % self.size) from None
+
+    def whole(self):
+        data = self.receiving(lambda: protocol.read_payload(self.stream, self.size))
+        self.received = self.size
+        return data
+
+    def into(self, array, on_bytes):
+        """Fills ``array`` (of exactly size bytes), calling on_bytes(bytes so far) after each chunk;
+        ProtocolError if the stream ends first."""
+        view = memoryview(array).cast("B")
+        while self.received < self.size:
+            count = self.stream.readinto(view[self.received:self.received + self.CHUNK])
+            if not count:
+                raise protocol.ProtocolError("the stream ended after %d of %d payload bytes"
+                                             % (self.received, self.size))
+            self.received += count
+            on_bytes(self.received)
+
+
 class Server:
     def __init__(self, stdin, stdout):
         self.stdin = stdin
@@ -98,19 +137,15 @@ class Server:
                     "bad_size", "a payload of %d bytes is larger than any request needs (at most %d)"
                     % (size, self.max_payload)))
                 continue
+            payload = Payload(self.stdin, size)
             try:
-                payload = protocol.read_payload(self.stdin, size)
+                self.handle(header, payload)
             except protocol.ProtocolError as error:
                 # The stream ended inside a payload: nobody is left to answer.
                 print("remove-background: %s" % error, file=sys.stderr)
                 return 0
-            except (MemoryError, OverflowError):
-                if not self.skip_bytes(size):
-                    return 0
-                self.reply(protocol.error_message(
-                    "out_of_memory", "Not enough memory to receive %d bytes." % size))
-                continue
-            self.handle(header, payload)
+            if not self.skip_bytes(size - payload.received):
+                return 0
 
     def skip_bytes(self, size):
         """Reads and drops a payload that does not fit in memory; False if the stream ends first."""
@@ -139,6 +174,8 @@ class Server:
             if handler is None:
                 raise RequestError("bad_request", "unknown op %r" % (op,))
             handler(header, payload)
+        except protocol.ProtocolError:
+            raise
         except RequestError as error:
             self.reply(protocol.error_message(error.kind, str(error)))
         except MemoryError:
@@ -228,11 +265,14 @@ class Server:
             raise RequestError("no_model", "no model loaded: send a load request first")
         import numpy as np
 
+        photo = payload.receiving(lambda: self.engine.photo(width, height, channels))
+        # What the mask needs of the photo alone is made as its rows come in (GIMP's side sends
+        # them strip by strip, as it reads them).
+        payload.into(photo.pixels, photo.bytes_arrived)
         self.reply({"op": "progress", "stage": "received", "fraction": 1.0})
-        pixels = np.frombuffer(payload, np.uint8).reshape(height, width, channels)
-        mask = self.engine.mask(pixels, depth, progress=self.progress_reporter(), refine=refine,
-                                run_options=self.run_options())
-        del pixels, payload
+        mask = self.engine.mask(photo.pixels, depth, progress=self.progress_reporter(), refine=refine,
+                                run_options=self.run_options(), prepared=photo)
+        del photo
         data = mask.astype("<u%d" % depth, copy=False).reshape(-1).view(np.uint8)
         self.reply({"op": "mask", "width": width, "height": height, "depth": depth,
                     "provider": self.engine.provider}, memoryview(data))
@@ -255,6 +295,7 @@ class Server:
         from . import decontaminate, snap
 
         workers = self.engine.threads if self.engine is not None else (os.cpu_count() or 1)
+        payload = payload.whole()
         report = self.progress_reporter()
         report("received", 1.0)
         split = width * height * channels

@@ -176,21 +176,24 @@ class WarmServer(serve.Server):
             self.model_signature = file_signature(self.engine.path)
 
     def process(self, header, payload):
-        self.watch = HangupWatch(self.sock)
         try:
             super().process(header, payload)
         except Exception:
-            if self.watch.hung_up:
+            if self.watch is not None and self.watch.hung_up:
                 raise Abandoned() from None
             raise
         finally:
-            self.watch.stop()
-            self.watch = None
+            if self.watch is not None:
+                self.watch.stop()
+                self.watch = None
 
     def run_options(self):
+        """The run's RunOptions, which a hang-up stops; watched from here on (the photo has
+        arrived: until then the socket is readable with its bytes, and its end says enough)."""
         import onnxruntime
 
         options = onnxruntime.RunOptions()
+        self.watch = HangupWatch(self.sock)
         self.watch.options = options
         if self.watch.hung_up:
             options.terminate = True
