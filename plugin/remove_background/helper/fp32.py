@@ -149,9 +149,15 @@ def drop_unneeded(graph):
         del graph.node[:]
         graph.node.extend(nodes)
         read = {name for node in nodes for name in reads(node)} | {output.name for output in graph.output}
-        initializers = [tensor for tensor in graph.initializer if tensor.name in read]
+        unread = {tensor.name for tensor in graph.initializer if tensor.name not in read}
+        initializers = [tensor for tensor in graph.initializer if tensor.name not in unread]
         del graph.initializer[:]
         graph.initializer.extend(initializers)
+        # Older files also list their initializers as graph inputs: without its initializer, such
+        # an input would become one that must be fed.
+        inputs = [value for value in graph.input if value.name not in unread]
+        del graph.input[:]
+        graph.input.extend(inputs)
         known = read | {name for node in nodes for name in node.output}
         annotations = [value for value in graph.value_info if value.name in known]
         del graph.value_info[:]
