@@ -174,6 +174,20 @@ def test_the_cpu_form_computes_only_the_output_used(tmp_path):
     assert len([p for p in (tmp_path / "derived").iterdir() if p.suffix == ".onnx"]) == 2
 
 
+def test_a_left_out_optional_input_keeps_no_dead_node():
+    # "output" = Clip(input, min left out, max); a dead Dropout that leaves out its optional mask.
+    nodes = [helper.make_node("Dropout", ["input"], ["dead", ""]),
+             helper.make_node("Clip", ["input", "", "high"], ["output"])]
+    graph = helper.make_graph(
+        nodes, "optional", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3, SIZE, SIZE])],
+        initializer=[numpy_helper.from_array(np.array(0.25, np.float32), "high")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+    assert fp32.drop_unneeded(model.graph) == 1
+    assert [node.op_type for node in model.graph.node] == ["Clip"]
+    onnx.checker.check_model(model)
+
+
 # -- int8 models derived through model_fetch -----------------------------------------------------
 
 RECIPE = {"kind": "int8", "method": "percentile", "percentile": 99.999, "op_types": ["Conv"], "float": [],

@@ -50,6 +50,19 @@ def test_threads_and_provider(model_dir, capfd):
         assert "on the CPU" in capfd.readouterr().err
 
 
+def test_threads_spin_only_one_a_core(model_dir):
+    model = split_model(model_dir / "split_16x12.onnx", 16, 12)
+
+    def spinning(threads):
+        options = engine.Engine(model, spec(input_size=[16, 12]), threads=threads).session_options()
+        return (options.get_session_config_entry("session.intra_op.allow_spinning"),
+                options.get_session_config_entry("session.force_spinning_stop"))
+
+    # Spinning between nodes, stopped when a run ends; never with more threads than cores.
+    assert spinning(0) == spinning(1) == ("1", "1")
+    assert spinning(engine.cpu_count() + 1) == ("0", "1")
+
+
 def test_provider_preference():
     available = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     assert engine.choose_providers(available) == ["CUDAExecutionProvider", "CPUExecutionProvider"]

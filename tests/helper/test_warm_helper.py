@@ -426,6 +426,26 @@ def test_a_client_killed_mid_inference_is_abandoned_at_once(plugin_dir, slow):
     helper.close()
 
 
+def test_a_client_gone_while_sending_its_photo_leaves_the_helper_serving(plugin_dir, tiny_model):
+    helper = client.warm_client(private(plugin_dir))
+    pid = helper.pid
+    helper.load("tiny", threads=1, file=str(tiny_model), preprocess=TINY)
+    helper.close()
+    width, height = 1500, 1000
+    connection = warm.connect(sock_path(plugin_dir))
+    header = {"op": "process", "width": width, "height": height, "channels": 3, "size": width * height * 3}
+    connection.writer.write(protocol.encode_header(header) + bytes(width * height * 3 // 2))
+    connection.writer.flush()
+    connection.close()                  # half the photo sent: the plug-in killed while reading it
+    again = client.warm_client(private(plugin_dir))
+    assert again.pid == pid
+    assert again.load("tiny", threads=1, file=str(tiny_model), preprocess=TINY)["seconds"] == 0
+    image = random_image(3, height, width, 3)
+    assert len(again.process(width, height, 3, image)) == width * height
+    again.close()
+    assert "payload bytes" in log_text(plugin_dir)
+
+
 def test_raising_from_progress_hangs_up_and_the_helper_stays(plugin_dir, tiny_model):
     class Cancelled(Exception):
         pass

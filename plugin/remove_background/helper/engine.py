@@ -108,9 +108,12 @@ class Engine:
         options.log_severity_level = 3
         # Memory patterns cost ISNet ~800 MB more from the second run on, for no speed gain.
         options.enable_mem_pattern = False
-        # Threads that spin between the graph's nodes make ISNet's inference 2-4% shorter; once a
-        # run ends they stop at once, or they would slow the mask's upsampling and GIMP after it.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+        # Threads that spin between the graph's nodes make ISNet's inference 2-4% shorter, one
+        # thread a core; more threads than cores would spin in each other's way (3.4x slower
+        # measured with 8 on 2).  Once a run ends they stop at once, or they would slow the
+        # mask's upsampling and GIMP after it.
+        spinning = self.threads <= cpu_count()
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         options.add_session_config_entry("session.force_spinning_stop", "1")
         return options
 
@@ -174,9 +177,9 @@ class Engine:
             self.provider = CPU_PROVIDER
             return self.session.run([self.output_name], feed, run_options)[0]
 
-    def photo(self, width, height, channels):
-        """An ArrivingPhoto to fill, for mask(photo.pixels, ..., prepared=photo)."""
-        return ArrivingPhoto(width, height, channels, self.preprocess, self.threads)
+    def photo(self, width, height, channels, refine=True):
+        """An ArrivingPhoto to fill, for mask(photo.pixels, ..., refine, prepared=photo)."""
+        return ArrivingPhoto(width, height, channels, self.preprocess, self.threads, refine)
 
     def mask(self, pixels, depth=1, progress=None, refine=True, box=None, run_options=None, prepared=None):
         """(H, W, C) uint8 pixels, C in 1..4 -> (H, W) mask, uint8 or (depth 2) uint16.
@@ -192,6 +195,8 @@ class Engine:
         if pixels.ndim != 3 or pixels.shape[2] not in (1, 2, 3, 4) or pixels.dtype != np.uint8:
             raise ValueError("pixels must be (height, width, 1..4) uint8, got %s %s"
                              % (pixels.shape, pixels.dtype))
+        if prepared is not None and (prepared.pixels is not pixels or box is not None):
+            raise ValueError("prepared is made for its own pixels, and for no box")
         if box is not None:
             return in_box(pixels, box, depth,
                           lambda part: self.mask(part, depth, progress, refine, run_options=run_options))
@@ -208,7 +213,7 @@ class Engine:
         report("postprocess", 0.0)
         small = postprocess.mask_from_output(output, self.preprocess)
         del output
-        guide = prepared.guide.guide() if prepared is not None and refine else None
+        guide = prepared.guide.guide() if prepared is not None and prepared.guide is not None and refine else None
         return full_size_mask(pixels, small, depth, refine, self.threads,
                               progress=lambda fraction: report("postprocess", fraction), guide=guide)
 
@@ -218,16 +223,17 @@ class ArrivingPhoto:
     needs of the photo alone, the model's input and the refinement's guide, is made as its rows
     come in, while the sender is still reading the next ones."""
 
-    def __init__(self, width, height, channels, preprocess_spec, workers=1):
+    def __init__(self, width, height, channels, preprocess_spec, workers=1, refine=True):
         self.pixels = np.empty((height, width, channels), np.uint8)
         self.model_input = preprocess.InputByRows(self.pixels, preprocess_spec, workers)
-        self.guide = refinement.GuideByRows(self.pixels)
+        self.guide = refinement.GuideByRows(self.pixels) if refine else None
 
     def bytes_arrived(self, count):
         """The first ``count`` bytes of pixels are filled."""
         rows = count // (self.pixels.shape[1] * self.pixels.shape[2])
         self.model_input.rows_arrived(rows)
-        self.guide.rows_arrived(rows)
+        if self.guide is not None:
+            self.guide.rows_arrived(rows)
 
 
 def full_size_mask(pixels, mask, depth=1, refine=True, workers=1, progress=None, guide=None):

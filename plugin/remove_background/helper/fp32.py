@@ -126,7 +126,8 @@ def drop_unneeded(graph):
     """Removes the nodes that no graph output needs, and the initializers only they read, in place;
     returns how many nodes went.  onnxruntime runs every node of a graph, needed or not (a graph
     output made a constant leaves its branch still running)."""
-    made_by = {name: index for index, node in enumerate(graph.node) for name in node.output}
+    # ("" names an optional input or output left out.)
+    made_by = {name: index for index, node in enumerate(graph.node) for name in node.output if name}
 
     def reads(node):
         names = list(node.input)

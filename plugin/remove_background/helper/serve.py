@@ -265,13 +265,15 @@ class Server:
             raise RequestError("no_model", "no model loaded: send a load request first")
         import numpy as np
 
-        photo = payload.receiving(lambda: self.engine.photo(width, height, channels))
+        photo = payload.receiving(lambda: self.engine.photo(width, height, channels, refine))
         # What the mask needs of the photo alone is made as its rows come in (GIMP's side sends
         # them strip by strip, as it reads them).
         payload.into(photo.pixels, photo.bytes_arrived)
+        # (Nothing is sent while the photo arrives: the client reads only once it has sent it all.)
+        run_options = self.run_options()
         self.reply({"op": "progress", "stage": "received", "fraction": 1.0})
         mask = self.engine.mask(photo.pixels, depth, progress=self.progress_reporter(), refine=refine,
-                                run_options=self.run_options(), prepared=photo)
+                                run_options=run_options, prepared=photo)
         del photo
         data = mask.astype("<u%d" % depth, copy=False).reshape(-1).view(np.uint8)
         self.reply({"op": "mask", "width": width, "height": height, "depth": depth,

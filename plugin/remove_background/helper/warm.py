@@ -178,6 +178,10 @@ class WarmServer(serve.Server):
     def process(self, header, payload):
         try:
             super().process(header, payload)
+        except OSError:
+            # Reading the photo or writing a reply: the socket is the only thing a run reads or
+            # writes, so the client has gone.
+            raise Abandoned() from None
         except Exception:
             if self.watch is not None and self.watch.hung_up:
                 raise Abandoned() from None
@@ -189,7 +193,7 @@ class WarmServer(serve.Server):
 
     def run_options(self):
         """The run's RunOptions, which a hang-up stops; watched from here on (the photo has
-        arrived: until then the socket is readable with its bytes, and its end says enough)."""
+        arrived: until then the socket is readable with its bytes, and its end ends the read)."""
         import onnxruntime
 
         options = onnxruntime.RunOptions()
