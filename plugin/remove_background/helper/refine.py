@@ -216,15 +216,16 @@ def refine(pixels, mask, depth=1, workers=1, progress=None, radius=RADIUS, eps=E
                                     progress=None if progress is None else (lambda f: progress(f / 2)))
 
     if workers > 1:
-        # The filter's maps (one core: most of it is the photo shrunk) while the mask is stretched.
+        # The filter's maps on one core (most of it the photo shrunk, unless that was done as it
+        # arrived) while the mask is stretched.
         with ThreadPoolExecutor(max_workers=1) as pool:
             maps_made = pool.submit(correction_maps, pixels, mask, radius, eps, guide)
             out = stretch(workers - 1)
-            maps, guide = maps_made.result()
+            maps, grid_guide = maps_made.result()
     else:
         out = stretch(1)
-        maps, guide = correction_maps(pixels, mask, radius, eps, guide)
-    active = active_tiles(maps, guide)
+        maps, grid_guide = correction_maps(pixels, mask, radius, eps, guide)
+    active = active_tiles(maps, grid_guide)
     small_h, small_w = active.shape
     scale = 255.0 if depth == 1 else 65535.0
     images = [Image.fromarray(m, "F") for m in maps]
