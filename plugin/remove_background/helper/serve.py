@@ -148,7 +148,8 @@ class Server:
                 return 0
 
     def skip_bytes(self, size):
-        """Reads and drops a payload that does not fit in memory; False if the stream ends first."""
+        """Reads and drops ``size`` bytes of a payload, what its handler left unread (all of it after
+        an error reply); False if the stream ends first."""
         while size > 0:
             chunk = self.stdin.read(min(size, 1 << 20))
             if not chunk:
